@@ -1,0 +1,401 @@
+"""The per-run journal: the crash-safe, nearly free first stop of every logged value.
+
+Why a journal: ``run.log()`` must cost a few microseconds in the training loop *and* every point
+must survive ``kill -9`` right after ``log()`` returns. A memory-mapped file gives both: the caller
+copies a compact record into a shared mapping (no system call, no lock on the store), and the
+kernel's page cache owns those bytes the moment the copy ends, whether or not the process lives.
+A background drainer later reads the same records back and writes them to the store in batches.
+
+Layout: ``<journal_dir>/<run_id>/seg-<n>.lfj`` segments of ``SEGMENT_BYTES``, preallocated as
+zeros, plus a ``lock`` file the writing process holds with ``flock`` for its lifetime (a free lock
+means the writer is gone, so the journal can be recovered).
+
+Record layout (little endian, every record padded to 8 bytes)::
+
+    u32 length | u8 tag | payload
+
+The length is stored *after* the payload, so a reader that sees a non-zero length knows the
+whole record is there; a zero length marks the end of what was written. ``NEXT_SEGMENT`` as a
+length says the writer moved on to the next segment file.
+
+A position is ``segment << 32 | offset``: one integer that orders every record of a run and is
+what the store remembers as "drained up to here".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import JournalError
+
+__all__ = [
+    "JournalWriter",
+    "JournalReader",
+    "JournalRecords",
+    "ShapeEncoder",
+    "position",
+    "split_position",
+    "journal_is_orphaned",
+    "list_journals",
+    "SEGMENT_BYTES",
+]
+
+SEGMENT_BYTES = 8 << 20
+MAGIC = b"LFJ1"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sHHI")  # magic, format version, reserved, segment number
+HEADER_BYTES = 16
+LENGTH = struct.Struct("<I")
+NEXT_SEGMENT = 0xFFFFFFFF
+
+TAG_SHAPE = 1  # u32 shape id + JSON list of keys: the names behind every later POINTS record
+TAG_POINTS = 2  # u32 shape id, i64 step, f64 unix time, f64 × len(keys)
+TAG_EVENT = 3  # JSON object: run start, config and summary updates, artifacts, alerts, finish
+
+_POINTS_PREFIX = "<IBIqd"  # length, tag, shape id, step, time
+
+
+def position(segment: int, offset: int) -> int:
+    return (segment << 32) | offset
+
+
+def split_position(pos: int) -> tuple[int, int]:
+    return pos >> 32, pos & 0xFFFFFFFF
+
+
+def _padded(size: int) -> int:
+    return (size + 7) & ~7
+
+
+def _segment_path(folder: Path, segment: int) -> Path:
+    return folder / f"seg-{segment:06d}.lfj"
+
+
+def _segment_numbers(folder: Path) -> list[int]:
+    numbers = []
+    for path in folder.glob("seg-*.lfj"):
+        try:
+            numbers.append(int(path.stem[4:]))
+        except ValueError:
+            continue
+    return sorted(numbers)
+
+
+@dataclass
+class ShapeEncoder:
+    """A precompiled encoder for one set of metric keys, so ``log()`` packs with one call."""
+
+    shape_id: int
+    keys: tuple[str, ...]
+    packer: struct.Struct
+    size: int
+
+
+class JournalWriter:
+    """Appends records to a run's journal. Thread-safe; owned by one process at a time."""
+
+    def __init__(self, folder: Path, *, header_event: dict | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.folder / "lock", "a+b")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise JournalError(
+                f"the journal {self.folder} is in use by another live process; a run can be "
+                "written by one process at a time (is this run already running elsewhere?)"
+            ) from None
+        self._guard = threading.Lock()
+        existing = _segment_numbers(self.folder)
+        self._shape_ids = 0
+        self._mm: mmap.mmap | None = None
+        self._fd = -1
+        # A resumed run starts a fresh segment after any undrained ones, so earlier records keep
+        # their positions and the drainer picks them up in order.
+        self._open_segment(existing[-1] + 1 if existing else 0)
+        self.closed = False
+        if header_event is not None:
+            self.append_event(header_event)
+
+    # -- segments ---------------------------------------------------------------------------
+    def _open_segment(self, segment: int) -> None:
+        path = _segment_path(self.folder, segment)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, SEGMENT_BYTES)
+            mm = mmap.mmap(fd, SEGMENT_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError:
+            os.close(fd)
+            raise
+        HEADER.pack_into(mm, 0, MAGIC, FORMAT_VERSION, 0, segment)
+        old_mm, old_fd = self._mm, self._fd
+        self._mm, self._fd = mm, fd
+        self.segment = segment
+        self.offset = HEADER_BYTES
+        if old_mm is not None:
+            old_mm.close()
+            os.close(old_fd)
+
+    def _reserve(self, size: int) -> None:
+        """Make room for ``size`` bytes, moving to a new segment when this one is full."""
+        if self.offset + size + LENGTH.size > SEGMENT_BYTES:
+            if size + HEADER_BYTES + LENGTH.size > SEGMENT_BYTES:
+                raise JournalError(f"a record of {size} bytes does not fit in a journal segment")
+            LENGTH.pack_into(self._mm, self.offset, NEXT_SEGMENT)
+            self._open_segment(self.segment + 1)
+
+    @property
+    def position(self) -> int:
+        return position(self.segment, self.offset)
+
+    # -- records ----------------------------------------------------------------------------
+    def _append_raw(self, tag: int, payload: bytes) -> None:
+        size = _padded(LENGTH.size + 1 + len(payload))
+        with self._guard:
+            self._reserve(size)
+            off = self.offset
+            self._mm[off + 4] = tag
+            self._mm[off + 5: off + 5 + len(payload)] = payload
+            LENGTH.pack_into(self._mm, off, size)  # written last: the record now exists
+            self.offset = off + size
+
+    def append_event(self, event: dict) -> None:
+        self._append_raw(TAG_EVENT, json.dumps(event, separators=(",", ":"), default=str).encode())
+
+    def define_shape(self, keys: tuple[str, ...]) -> ShapeEncoder:
+        with self._guard:
+            self._shape_ids += 1
+            shape_id = self._shape_ids
+        payload = struct.pack("<I", shape_id) + json.dumps(list(keys)).encode()
+        self._append_raw(TAG_SHAPE, payload)
+        fmt = f"{_POINTS_PREFIX}{len(keys)}d"
+        size = _padded(struct.calcsize(fmt))
+        return ShapeEncoder(shape_id, keys, struct.Struct(fmt), size)
+
+    def append_points(self, enc: ShapeEncoder, step: int, when: float, values) -> None:
+        """The hot path: one packed copy into the mapping, then the length that commits it."""
+        with self._guard:
+            off = self.offset
+            if off + enc.size + 4 > SEGMENT_BYTES:
+                self._reserve(enc.size)
+                off = self.offset
+            # The length field is packed as 0 here and set by the second, 4-byte write below,
+            # so a reader never sees a length in front of a half-copied record.
+            enc.packer.pack_into(self._mm, off, 0, TAG_POINTS, enc.shape_id, step, when, *values)
+            LENGTH.pack_into(self._mm, off, enc.size)
+            self.offset = off + enc.size
+
+    def close(self, *, delete: bool = False) -> None:
+        """Release the mapping and the lock; ``delete`` removes the journal (fully drained)."""
+        if self.closed:
+            return
+        with self._guard:
+            self.closed = True
+            if self._mm is not None:
+                self._mm.close()
+                os.close(self._fd)
+                self._mm = None
+        if delete:
+            remove_journal(self.folder)
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+
+def remove_journal(folder: Path) -> None:
+    for path in folder.glob("seg-*.lfj"):
+        path.unlink(missing_ok=True)
+    (folder / "lock").unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+@dataclass
+class JournalRecords:
+    """What a reader decoded: events and points in journal order, and where it stopped."""
+
+    events: list[dict] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # one entry per point
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)  # journal position of the point's record
+    end: int = 0
+    # Events are positioned among points so a writer can apply them in order if it cares.
+    event_positions: list[int] = field(default_factory=list)
+
+    @property
+    def point_count(self) -> int:
+        return len(self.values)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.values)
+
+
+class JournalReader:
+    """Reads a run's journal from a position on. Works on live and orphaned journals alike.
+
+    The reader keeps the shape table it has seen, so a drainer can call ``read`` repeatedly. When
+    it starts past the beginning (recovery after a partial drain) it first replays the shape
+    records it skipped, because points refer to shapes by id.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._shapes: dict[int, tuple[tuple[str, ...], struct.Struct]] = {}
+        self._maps: dict[int, mmap.mmap] = {}
+        self._shapes_loaded_upto = position(0, 0)
+
+    def _map(self, segment: int) -> mmap.mmap | None:
+        mm = self._maps.get(segment)
+        if mm is not None:
+            return mm
+        path = _segment_path(self.folder, segment)
+        try:
+            with open(path, "rb") as fh:
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (FileNotFoundError, ValueError):
+            return None
+        magic, version, _, number = HEADER.unpack_from(mm, 0)
+        if magic != MAGIC or number != segment:
+            mm.close()
+            raise JournalError(f"{path} is not a labfolio journal segment (bad header)")
+        if version > FORMAT_VERSION:
+            mm.close()
+            raise JournalError(f"{path} was written by a newer labfolio (journal v{version})")
+        self._maps[segment] = mm
+        return mm
+
+    def first_position(self) -> int:
+        numbers = _segment_numbers(self.folder)
+        return position(numbers[0], HEADER_BYTES) if numbers else position(0, HEADER_BYTES)
+
+    def _iter_records(self, start: int, stop_segment: int | None = None) -> Iterator[tuple[int, int, memoryview | mmap.mmap, int, int]]:
+        segment, offset = split_position(start)
+        numbers = _segment_numbers(self.folder)
+        if numbers and segment < numbers[0]:
+            segment, offset = numbers[0], HEADER_BYTES
+        offset = max(offset, HEADER_BYTES)
+        while True:
+            mm = self._map(segment)
+            if mm is None:
+                return
+            while offset + 4 <= len(mm):
+                (size,) = LENGTH.unpack_from(mm, offset)
+                if size == 0:
+                    return
+                if size == NEXT_SEGMENT:
+                    break
+                if size < 8 or offset + size > len(mm):
+                    raise JournalError(f"corrupt record at segment {segment} offset {offset}")
+                yield segment, offset, mm, size, mm[offset + 4]
+                offset += size
+            else:
+                return
+            if stop_segment is not None and segment >= stop_segment:
+                return
+            segment, offset = segment + 1, HEADER_BYTES
+            # The writer may be about to create it; a missing next segment simply ends the read.
+
+    def _load_shapes_before(self, start: int) -> None:
+        if start <= self._shapes_loaded_upto:
+            return
+        for segment, offset, mm, size, tag in self._iter_records(self.first_position()):
+            if position(segment, offset) >= start:
+                break
+            if tag == TAG_SHAPE:
+                self._decode_shape(mm, offset, size)
+        self._shapes_loaded_upto = start
+
+    def _decode_shape(self, mm, offset: int, size: int) -> None:
+        (shape_id,) = struct.unpack_from("<I", mm, offset + 5)
+        raw = bytes(mm[offset + 9: offset + size]).rstrip(b"\0")
+        keys = tuple(json.loads(raw))
+        self._shapes[shape_id] = (keys, struct.Struct(f"<qd{len(keys)}d"))
+
+    def read(self, start: int | None = None, *, max_points: int = 1 << 62) -> JournalRecords:
+        """Decode records from ``start`` (default: the beginning) to the end of what is written."""
+        start = self.first_position() if start is None else start
+        self._load_shapes_before(start)
+        out = JournalRecords(end=start)
+        keys, steps, values, times, seqs = out.keys, out.steps, out.values, out.times, out.seqs
+        for segment, offset, mm, size, tag in self._iter_records(start):
+            pos = position(segment, offset)
+            if tag == TAG_POINTS:
+                (shape_id,) = struct.unpack_from("<I", mm, offset + 5)
+                try:
+                    names, unpacker = self._shapes[shape_id]
+                except KeyError:
+                    raise JournalError(f"points before their shape at {self.folder} {pos}") from None
+                step, when, *vals = unpacker.unpack_from(mm, offset + 9)
+                n = len(names)
+                keys.extend(names)
+                steps.extend([step] * n)
+                values.extend(vals)
+                times.extend([when] * n)
+                seqs.extend([pos] * n)
+            elif tag == TAG_SHAPE:
+                self._decode_shape(mm, offset, size)
+            elif tag == TAG_EVENT:
+                raw = bytes(mm[offset + 5: offset + size]).rstrip(b"\0")
+                out.events.append(json.loads(raw))
+                out.event_positions.append(pos)
+            else:
+                raise JournalError(f"unknown record tag {tag} in {self.folder} at {pos}")
+            out.end = position(segment, offset + size)
+            if len(values) >= max_points:
+                break
+        if out.end == start:
+            # Nothing new; still normalise a position that pointed at a finished segment.
+            out.end = start
+        self._shapes_loaded_upto = max(self._shapes_loaded_upto, out.end)
+        return out
+
+    def delete_segments_before(self, pos: int) -> None:
+        """Drop segment files wholly before ``pos`` (already in the store)."""
+        segment, _ = split_position(pos)
+        for number in _segment_numbers(self.folder):
+            if number < segment:
+                mm = self._maps.pop(number, None)
+                if mm is not None:
+                    mm.close()
+                _segment_path(self.folder, number).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for mm in self._maps.values():
+            mm.close()
+        self._maps.clear()
+
+
+def journal_is_orphaned(folder: Path) -> bool:
+    """True when no live process holds the journal's lock (its writer finished or died)."""
+    lock_path = Path(folder) / "lock"
+    if not lock_path.exists():
+        return True
+    with open(lock_path, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return True
+
+
+def list_journals(*folders: Path) -> list[Path]:
+    """Every run journal under the given journal folders."""
+    found = []
+    for base in folders:
+        base = Path(base)
+        if base.is_dir():
+            found.extend(sorted(p for p in base.iterdir() if p.is_dir() and any(p.glob("seg-*.lfj"))))
+    return found

@@ -1,0 +1,40 @@
+"""The store's single write primitive: a batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Batch", "BatchResult"]
+
+
+@dataclass
+class Batch:
+    """Everything one transaction writes.
+
+    ``events`` are dicts with a ``type`` (run start, config, summary, artifact, alert, finish,
+    experiment, note, status); points are column lists of equal length. When ``journal_from`` and
+    ``journal_to`` are set, the store applies the batch only if the run's drained position still
+    equals ``journal_from``, which makes draining exactly-once even when two drainers race.
+    """
+
+    run_id: str | None = None
+    events: list[dict] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    journal_from: int | None = None
+    journal_to: int | None = None
+    heartbeat: float | None = None
+
+    @property
+    def point_count(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    applied: bool  # False when the journal position had moved on (someone else drained it)
+    points: int
+    journal_pos: int | None  # the run's drained position after the call

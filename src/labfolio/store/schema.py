@@ -1,0 +1,174 @@
+"""The store's tables (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Times are unix seconds as floats: portable across both databases and cheap to compare. Nested
+things (config, provenance, tags) are JSON text, because they are read whole and their shape is
+the user's, not ours.
+
+Metric points are the one high-volume table. Its primary key (run, key, step, seq) doubles as the
+index every history query needs, and ``seq`` (the journal position of the record) keeps two
+points logged at the same step distinct and makes every point's identity reproducible from the
+journal. On SQLite it is a WITHOUT ROWID table, which stores rows in key order with no second copy.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = ["metadata", "experiments", "variants", "runs", "metric_keys", "metrics", "summaries",
+           "artifacts", "alerts", "note_fields", "MAX_KEY_LENGTH"]
+
+MAX_KEY_LENGTH = 256
+
+metadata = MetaData()
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project", String(200), nullable=False, default=""),
+    Column("name", String(300), nullable=False),
+    Column("previous", String(300)),
+    Column("tags", Text, nullable=False, default="[]"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("project", "name", name="uq_experiments_project_name"),
+)
+
+variants = Table(
+    "variants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_id", Integer, nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("is_baseline", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("experiment_id", "name", name="uq_variants_experiment_name"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(400), nullable=False, unique=True),
+    Column("project", String(200), nullable=False, default=""),
+    Column("experiment", String(300), nullable=False, default=""),
+    Column("variant", String(300), nullable=False, default=""),
+    Column("seed", BigInteger),
+    Column("name", String(400)),
+    Column("state", String(20), nullable=False),  # running | finished | failed | crashed | killed
+    Column("status", String(30)),  # human override: valid | partially_invalid | invalid
+    Column("status_reason", Text),
+    Column("tags", Text, nullable=False, default="[]"),
+    Column("notes", Text),
+    Column("evaluates", String(400)),  # run_id whose checkpoint an evaluation-only run scores
+    Column("config", Text, nullable=False, default="{}"),
+    Column("config_history", Text, nullable=False, default="[]"),
+    Column("provenance", Text, nullable=False, default="{}"),
+    Column("host", String(300)),
+    Column("machine", String(300)),
+    Column("batch_size", BigInteger),
+    Column("tokens_per_step", BigInteger),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("heartbeat_at", Float),
+    Column("exit_reason", Text),
+    Column("journal_pos", BigInteger, nullable=False, default=0),
+    Column("first_step", BigInteger),
+    Column("first_time", Float),
+    Column("last_step", BigInteger),
+    Column("last_time", Float),
+    Column("point_count", BigInteger, nullable=False, default=0),
+    Index("ix_runs_experiment_variant", "experiment", "variant"),
+    Index("ix_runs_state", "state"),
+)
+
+metric_keys = Table(
+    "metric_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(MAX_KEY_LENGTH), nullable=False, unique=True),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("run_pk", Integer, nullable=False),
+    Column("key_id", Integer, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("value", Float),  # NULL only where SQLite had to store a NaN (it has no NaN)
+    Column("time", Float, nullable=False),
+    PrimaryKeyConstraint("run_pk", "key_id", "step", "seq", name="pk_metrics"),
+    sqlite_with_rowid=False,
+)
+
+summaries = Table(
+    "summaries",
+    metadata,
+    Column("run_pk", Integer, nullable=False),
+    Column("key_id", Integer, nullable=False),
+    Column("last", Float),
+    Column("last_step", BigInteger),
+    Column("min", Float),
+    Column("max", Float),
+    Column("count", BigInteger, nullable=False, default=0),
+    Column("nonfinite", BigInteger, nullable=False, default=0),
+    Column("override", Text),  # JSON of an explicit run.summary[key] = value
+    PrimaryKeyConstraint("run_pk", "key_id", name="pk_summaries"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_pk", Integer, nullable=False, index=True),
+    Column("name", String(500), nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("sha256", String(64)),
+    Column("size", BigInteger),
+    Column("path", Text, nullable=False),  # relative to the artifact folder, or absolute for refs
+    Column("is_reference", Boolean, nullable=False, default=False),
+    Column("step", BigInteger),
+    Column("created_at", Float, nullable=False),
+    Column("meta", Text, nullable=False, default="{}"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_pk", Integer, nullable=False, index=True),
+    Column("kind", String(100), nullable=False),
+    Column("metric", String(MAX_KEY_LENGTH)),
+    Column("step", BigInteger),
+    Column("severity", String(20), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("value", Float),
+    Column("created_at", Float, nullable=False),
+)
+
+note_fields = Table(
+    "note_fields",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope", String(20), nullable=False),  # experiment | variant | run | project
+    Column("owner", String(700), nullable=False),  # experiment name, "exp/variant", or run id
+    Column("field", String(100), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("scope", "owner", "field", name="uq_note_fields"),
+)
