@@ -1,0 +1,172 @@
+"""The store contract, run identically on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+import labfolio
+from labfolio.errors import RunNotFoundError, SchemaTooNewError
+from labfolio.settings import resolve_store
+from labfolio.store import Batch, open_store
+from labfolio.store.migrate import HEAD_REVISION, current_revision, ensure_schema
+from labfolio.store.sql import SQLStore
+
+
+def _start(run_id="r1", **extra):
+    return {"type": "start", "run_id": run_id, "experiment": "exp", "variant": "base", "seed": 0,
+            "config": {"lr": 0.1}, **extra}
+
+
+def _points(keys, steps, values, seq0=100):
+    return dict(keys=list(keys), steps=list(steps), values=list(values),
+                times=[1000.0 + s for s in steps], seqs=[seq0 + i for i in range(len(keys))])
+
+
+def test_batch_creates_run_points_and_summary(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="r1", events=[_start()],
+                            **_points(["loss", "loss", "acc"], [0, 1, 1], [2.0, 1.0, 0.5])))
+    run = store.get_run("r1")
+    assert (run.experiment, run.variant, run.seed, run.state) == ("exp", "base", 0, "running")
+    assert run.config == {"lr": 0.1}
+    assert run.summary["loss"].last == 1.0 and run.summary["loss"].min == 1.0 and run.summary["loss"].max == 2.0
+    assert run.summary["loss"].best == 1.0  # loss: lower is better
+    assert run.summary["acc"].best == 0.5
+    history = store.history("r1")
+    assert history["loss"].steps.tolist() == [0, 1]
+    assert history["loss"].values.tolist() == [2.0, 1.0]
+
+
+def test_summary_merges_across_batches(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="r1", events=[_start()], **_points(["acc"] * 3, [0, 1, 2], [0.1, 0.9, 0.5])))
+    store.write_batch(Batch(run_id="r1", **_points(["acc"] * 2, [3, 4], [0.3, 0.4], seq0=200)))
+    entry = store.get_run("r1").summary["acc"]
+    assert (entry.last, entry.min, entry.max, entry.count, entry.last_step) == (0.4, 0.1, 0.9, 5, 4)
+
+
+def test_nan_and_inf_are_stored_as_logged_and_counted(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="r1", events=[_start()],
+                            **_points(["loss"] * 4, [0, 1, 2, 3], [1.0, float("nan"), float("inf"), 0.5])))
+    values = store.history("r1")["loss"].values
+    assert values[0] == 1.0 and math.isnan(values[1]) and values[2] == math.inf and values[3] == 0.5
+    entry = store.get_run("r1").summary["loss"]
+    assert entry.nonfinite == 2
+    assert (entry.min, entry.max) == (0.5, 1.0)  # non-finite values do not poison min/max
+
+
+def test_stale_journal_position_makes_a_batch_a_no_op(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="r1", events=[_start()], journal_from=0, journal_to=50,
+                            **_points(["x"], [0], [1.0])))
+    again = store.write_batch(Batch(run_id="r1", journal_from=0, journal_to=50, **_points(["x"], [0], [1.0])))
+    assert not again.applied and again.journal_pos == 50
+    assert store.get_run("r1").point_count == 1
+
+
+def test_unicode_keys_round_trip(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="r1", events=[_start()], **_points(["損失/訓練", "α_β"], [0, 0], [1.5, 2.5])))
+    assert set(store.history("r1")) == {"損失/訓練", "α_β"}
+
+
+def test_list_runs_filters_by_fields_and_tags(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="a", events=[_start("a", tags=["x"])]))
+    store.write_batch(Batch(run_id="b", events=[_start("b", variant="mhc", tags=["y"])]))
+    store.write_batch(Batch(run_id="b", events=[{"type": "finish", "state": "finished"}]))
+    assert {r.run_id for r in store.list_runs()} == {"a", "b"}
+    assert [r.run_id for r in store.list_runs(variant="mhc")] == ["b"]
+    assert [r.run_id for r in store.list_runs(state="running")] == ["a"]
+    assert [r.run_id for r in store.list_runs(tag="x")] == ["a"]
+    assert [e["name"] for e in store.experiments()] == ["exp"]
+    assert store.experiments()[0]["baseline"] == "base"
+
+
+def test_events_update_config_summary_alerts_notes_and_status(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="r1", events=[
+        _start(hypothesis="mHC helps"),
+        {"type": "config", "update": {"epochs": 3}},
+        {"type": "summary", "values": {"test/acc": 0.91}},
+        {"type": "alert", "kind": "nan", "metric": "loss", "step": 3, "severity": "critical",
+         "message": "loss is nan", "value": float("nan")},
+        {"type": "status", "status": "invalid", "reason": "eval bug"},
+    ]))
+    run = store.get_run("r1")
+    assert run.config == {"lr": 0.1, "epochs": 3}
+    assert run.config_history[0]["update"] == {"epochs": 3}
+    assert run.summary["test/acc"].value == 0.91
+    assert (run.status, run.status_reason) == ("invalid", "eval bug")
+    assert [a.message for a in store.alerts("r1")] == ["loss is nan"]
+    assert store.note_fields("experiment", "exp") == {"hypothesis": "mHC helps"}
+
+
+def test_unknown_run_error_names_the_run_and_suggests_a_command(store_url):
+    store = open_store(store_url)
+    with pytest.raises(RunNotFoundError, match=r"no run 'missing'.*labfolio runs"):
+        store.get_run("missing")
+
+
+def test_run_prefix_resolves_to_the_unique_match(store_url):
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="exp_base_s0_20260101_000000", events=[_start("exp_base_s0_20260101_000000")]))
+    assert store.get_run("exp_base_s0").run_id == "exp_base_s0_20260101_000000"
+
+
+def test_an_older_store_is_migrated_on_open(store_url):
+    location = resolve_store(store_url)
+    store = SQLStore.__new__(SQLStore)  # create the old schema by hand, as an old labfolio did
+    from labfolio.store.sql import _make_engine
+
+    engine = _make_engine(location.url)
+    ensure_schema(engine, where="test", target="0001_initial")
+    assert current_revision(engine) == "0001_initial"
+    engine.dispose()
+    del store
+    opened = open_store(store_url)
+    assert opened.revision_before_open == "0001_initial"
+    assert current_revision(opened.engine) == HEAD_REVISION
+    opened.write_batch(Batch(run_id="r1", events=[_start(), {"type": "alert", "kind": "k", "message": "m"}]))
+    assert len(opened.alerts("r1")) == 1
+
+
+def test_a_store_from_a_newer_labfolio_is_refused_with_advice(store_url):
+    store = open_store(store_url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    store.close()
+    with pytest.raises(SchemaTooNewError, match="newer labfolio.*pip install -U labfolio"):
+        open_store(store_url)
+
+
+def test_history_as_dataframe_and_exports(store_url, tmp_path):
+    from labfolio.export import export_run, history_frame
+
+    store = open_store(store_url)
+    store.write_batch(Batch(run_id="r1", events=[_start()], **_points(["a", "b", "a"], [0, 0, 1], [1.0, 2.0, 3.0])))
+    frame = history_frame(store, "r1")
+    assert sorted(frame.columns) == ["key", "step", "time", "value"] and len(frame) == 3
+    wide = history_frame(store, "r1", wide=True)
+    assert wide.loc[1, "a"] == 3.0
+    csv_path = export_run(store, "r1", tmp_path / "r1.csv")
+    assert csv_path.read_text().splitlines()[0] == "run_id,key,step,value,time"
+    import pandas as pd
+
+    parquet = pd.read_parquet(export_run(store, "r1", tmp_path / "r1.parquet"))
+    assert np.allclose(sorted(parquet["value"]), [1.0, 2.0, 3.0])
+
+
+def test_sdk_logs_into_either_store(store_url):
+    with labfolio.init(experiment="e", variant="v", seed=1, store=store_url, config={"n": 1}) as run:
+        for step in range(100):
+            run.log({"loss": 1 / (step + 1)}, step=step)
+    store = open_store(store_url)
+    record = store.get_run(run.id)
+    assert record.state == "finished" and record.point_count == 100
+    assert record.summary["loss"].last == pytest.approx(0.01)
