@@ -553,7 +553,7 @@ def init(project: str | None = None, experiment: str | None = None, variant: str
         "variant": variant or "", "seed": seed, "name": name, "tags": list(tags or []),
         "notes": notes, "hypothesis": hypothesis, "previous": previous, "evaluates": evaluates,
         "config": config_dict, "provenance": provenance, "host": machine_info.get("hostname") or socket.gethostname(),
-        "machine": machine_info.get("machine_name") or machine or os.environ.get("LABFOLIO_MACHINE") or machine_info.get("hostname"),
+        "machine": machine_info.get("name") or machine or os.environ.get("LABFOLIO_MACHINE") or machine_info.get("hostname"),
         "batch_size": batch_size, "tokens_per_step": tokens_per_step, "started_at": time.time(),
     }
     first_step = 0
