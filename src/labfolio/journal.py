@@ -102,7 +102,7 @@ class ShapeEncoder:
 class JournalWriter:
     """Appends records to a run's journal. Thread-safe; owned by one process at a time."""
 
-    def __init__(self, folder: Path, *, header_event: dict | None = None):
+    def __init__(self, folder: Path, *, header_event: dict | None = None, first_segment: int = 0):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.folder / "lock", "a+b")
@@ -121,7 +121,7 @@ class JournalWriter:
         self._fd = -1
         # A resumed run starts a fresh segment after any undrained ones, so earlier records keep
         # their positions and the drainer picks them up in order.
-        self._open_segment(existing[-1] + 1 if existing else 0)
+        self._open_segment(max(existing[-1] + 1 if existing else 0, first_segment))
         self.closed = False
         if header_event is not None:
             self.append_event(header_event)

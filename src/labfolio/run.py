@@ -30,7 +30,7 @@ from .artifacts import store_bytes, store_file
 from .config import Config, to_config_dict
 from .drain import BackgroundDrainer
 from .errors import ConfigError, JournalError, MetricKeyError, MetricValueError, NoActiveRunError
-from .journal import JournalWriter
+from .journal import JournalWriter, split_position
 from .settings import StoreLocation, fallback_journal_dir, resolve_store
 from .store.schema import MAX_KEY_LENGTH
 
@@ -156,7 +156,8 @@ class Run:
 
     def __init__(self, *, run_id: str, location: StoreLocation, mode: str, start_event: dict,
                  journal_folder: Path, config: dict, on_alert: Callable | None,
-                 attachments: tuple = (), first_step: int = 0, system_metrics: bool = False):
+                 attachments: tuple = (), first_step: int = 0, system_metrics: bool = False,
+                 first_segment: int = 0):
         self.id = run_id
         self.name = start_event.get("name") or run_id
         self.project = start_event.get("project") or ""
@@ -167,7 +168,7 @@ class Run:
         self.location = location
         self.state = "running"
         self._on_alert = on_alert
-        self._journal = JournalWriter(journal_folder, header_event=start_event)
+        self._journal = JournalWriter(journal_folder, header_event=start_event, first_segment=first_segment)
         self.journal_folder = journal_folder
         self._encoders: dict[tuple, Any] = {}
         self._next_step = first_step
@@ -449,33 +450,32 @@ def _render_run_id(template: str, *, experiment, variant, seed, name, when: date
     return safe or "run"
 
 
-def _journal_folder_for(location: StoreLocation, run_id: str, *, resume: bool) -> tuple[Path, str]:
-    """A fresh (or, on resume, the same) journal folder; falls back when the store's is unwritable."""
+def _journal_folder_for(location: StoreLocation, run_id: str, *, resume: bool,
+                        taken: Callable[[str], bool]) -> tuple[Path, str]:
+    """A fresh journal folder and a run id no other run has; falls back when the store's folder
+    is unwritable. ``taken`` says whether the store already has a run with that id."""
     for base in (location.journal_dir, fallback_journal_dir()):
         try:
             base.mkdir(parents=True, exist_ok=True)
             candidate, n = run_id, 1
             while True:
                 folder = base / candidate
-                try:
-                    folder.mkdir()
+                if resume:
+                    folder.mkdir(exist_ok=True)
                     return folder, candidate
-                except FileExistsError:
-                    if resume:
+                if not taken(candidate):
+                    try:
+                        folder.mkdir()
                         return folder, candidate
-                    n += 1
-                    candidate = f"{run_id}_{n}"
-        except PermissionError as exc:
-            if base == location.journal_dir:
-                warnings.warn(f"labfolio cannot write journals under {base} ({exc}); using "
-                              f"{fallback_journal_dir()} instead", RuntimeWarning, stacklevel=4)
-            continue
+                    except FileExistsError:
+                        pass
+                n += 1
+                candidate = f"{run_id}_{n}"
         except OSError as exc:
-            if base == location.journal_dir:
-                warnings.warn(f"labfolio cannot write journals under {base} ({exc}); using "
-                              f"{fallback_journal_dir()} instead", RuntimeWarning, stacklevel=4)
-                continue
-            raise
+            if base != location.journal_dir:
+                raise
+            warnings.warn(f"labfolio cannot write journals under {base} ({exc}); using "
+                          f"{fallback_journal_dir()} instead", RuntimeWarning, stacklevel=4)
     raise JournalError("labfolio found no writable folder for the run journal; set LABFOLIO_DIR")
 
 
@@ -532,16 +532,25 @@ def init(project: str | None = None, experiment: str | None = None, variant: str
         _current.finish()
     location = resolve_store(store, home=dir)
     started = datetime.now()
+    probe = _probe_store(location) if mode == "online" else None
     resume_run = None
     if resume and run_id:
-        resume_run = _existing_run(location, run_id, required=resume == "must")
+        resume_run = _existing_run(probe, location, run_id, required=resume == "must")
     if run_id is None:
         template = run_id_template or os.environ.get("LABFOLIO_RUN_ID_TEMPLATE") or DEFAULT_RUN_ID_TEMPLATE
         run_id = _render_run_id(template, experiment=experiment, variant=variant, seed=seed, name=name,
                                 when=started)
         if rank != 0:
             run_id = f"{run_id}_rank{rank}"
-    folder, run_id = _journal_folder_for(location, run_id, resume=bool(resume_run))
+    folder, run_id = _journal_folder_for(
+        location, run_id, resume=bool(resume_run),
+        taken=lambda candidate: probe is not None and probe.run_journal_position(candidate) is not None)
+    first_segment = 0
+    if resume_run is not None and probe is not None:
+        # The resumed run's new records must sort after everything the store already drained.
+        first_segment = split_position(probe.run_journal_position(run_id) or 0)[0] + 1
+    if probe is not None:
+        probe.close()
     from .capture import capture_snapshot
 
     snapshot = capture_snapshot(machine_name=machine)
@@ -563,22 +572,33 @@ def init(project: str | None = None, experiment: str | None = None, variant: str
         start_event["config"] = config_dict
     run = Run(run_id=run_id, location=location, mode=mode, start_event=start_event,
               journal_folder=folder, config=config_dict, on_alert=on_alert,
-              attachments=snapshot.attachments, first_step=first_step, system_metrics=system_metrics)
+              attachments=snapshot.attachments, first_step=first_step, system_metrics=system_metrics,
+              first_segment=first_segment)
     _current = run
     _install_exit_hooks()
     return run
 
 
-def _existing_run(location: StoreLocation, run_id: str, *, required: bool):
-    from .errors import RunNotFoundError, StoreError
+def _probe_store(location: StoreLocation):
+    """The store if it can be opened now (for run-id uniqueness and resume), else None.
+
+    A store that is down must not stop a run from starting: the journal takes the data."""
+    from .errors import LabfolioError
     from .store import open_store
 
     try:
-        store = open_store(location)
-        try:
-            return store.get_run(run_id)
-        finally:
-            store.close()
+        return open_store(location)
+    except (LabfolioError, OSError):
+        return None
+
+
+def _existing_run(store, location: StoreLocation, run_id: str, *, required: bool):
+    from .errors import RunNotFoundError, StoreError
+
+    try:
+        if store is None:
+            raise StoreError(f"the store at {location.describe()} cannot be opened")
+        return store.get_run(run_id)
     except RunNotFoundError:
         if required:
             raise

@@ -168,12 +168,15 @@ class SQLStore:
 
     def _experiment_id(self, conn: Connection, project: str, name: str, now: float,
                        previous: str | None = None, tags: list | None = None) -> int:
-        row = conn.execute(select(t.experiments.c.id, t.experiments.c.previous, t.experiments.c.tags)
-                           .where(t.experiments.c.project == project, t.experiments.c.name == name)).first()
+        lookup = (select(t.experiments.c.id, t.experiments.c.previous, t.experiments.c.tags)
+                  .where(t.experiments.c.project == project, t.experiments.c.name == name))
+        row = conn.execute(lookup).first()
         if row is None:
-            return conn.execute(insert(t.experiments).values(
+            # Another process may create it at the same moment: insert-or-ignore, then read back.
+            self._insert_ignore(conn, t.experiments, dict(
                 project=project, name=name, previous=previous, tags=_dumps(tags or []),
-                created_at=now, updated_at=now)).inserted_primary_key[0]
+                created_at=now, updated_at=now))
+            return conn.execute(lookup).first().id
         changes = {}
         if previous and previous != row.previous:
             changes["previous"] = previous
@@ -193,9 +196,9 @@ class SQLStore:
         if row is None:
             first = conn.execute(select(func.count()).select_from(t.variants)
                                  .where(t.variants.c.experiment_id == experiment_id)).scalar() == 0
-            conn.execute(insert(t.variants).values(experiment_id=experiment_id, name=name,
-                                                   is_baseline=bool(first if baseline is None else baseline),
-                                                   created_at=now))
+            self._insert_ignore(conn, t.variants, dict(
+                experiment_id=experiment_id, name=name,
+                is_baseline=bool(first if baseline is None else baseline), created_at=now))
         elif baseline is not None and bool(row.is_baseline) != baseline:
             if baseline:
                 conn.execute(update(t.variants).where(t.variants.c.experiment_id == experiment_id)
@@ -208,8 +211,8 @@ class SQLStore:
             t.note_fields.c.scope == scope, t.note_fields.c.owner == owner,
             t.note_fields.c.field == field)).first()
         if row is None:
-            conn.execute(insert(t.note_fields).values(scope=scope, owner=owner, field=field,
-                                                      value=value, updated_at=now))
+            self._insert_ignore(conn, t.note_fields, dict(scope=scope, owner=owner, field=field,
+                                                          value=value, updated_at=now))
         elif not (only_if_empty and row.value.strip()) and row.value != value:
             conn.execute(update(t.note_fields).where(t.note_fields.c.id == row.id)
                          .values(value=value, updated_at=now))
@@ -312,6 +315,14 @@ class SQLStore:
                              ended_at=ev.get("time", now)))
 
     # -- points ---------------------------------------------------------------------------------
+    def _insert_ignore(self, conn: Connection, table, rows) -> None:
+        """INSERT that skips rows clashing with a unique key (a concurrent writer got there first)."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        conn.execute(dialect_insert(table).on_conflict_do_nothing(), rows)
+
     def _run_pk(self, conn: Connection, run_id: str) -> int | None:
         return conn.execute(select(t.runs.c.pk).where(t.runs.c.run_id == run_id)).scalar()
 
@@ -329,12 +340,7 @@ class SQLStore:
                 select(t.metric_keys.c.key, t.metric_keys.c.id).where(t.metric_keys.c.key.in_(missing)))}
             new = [k for k in missing if k not in known]
             if new:
-                if self.dialect == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert as dialect_insert
-                else:
-                    from sqlalchemy.dialects.sqlite import insert as dialect_insert
-                conn.execute(dialect_insert(t.metric_keys).on_conflict_do_nothing(),
-                             [{"key": k} for k in new])
+                self._insert_ignore(conn, t.metric_keys, [{"key": k} for k in new])
                 known.update({r.key: r.id for r in conn.execute(
                     select(t.metric_keys.c.key, t.metric_keys.c.id).where(t.metric_keys.c.key.in_(new)))})
             self._key_ids.update(known)
