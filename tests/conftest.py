@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pg_server import PostgresServer, PostgresUnavailable  # noqa: E402
+from pg_server import ExternalPostgres, PostgresServer, PostgresUnavailable  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -36,8 +36,9 @@ def isolated_labfolio(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def postgres_server():
+    external = os.environ.get("LABFOLIO_TEST_POSTGRES_URL")
     try:
-        server = PostgresServer().start()
+        server = ExternalPostgres(external) if external else PostgresServer().start()
     except PostgresUnavailable as exc:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI: {exc}")

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["PostgresServer", "find_pg_bin", "PostgresUnavailable"]
+__all__ = ["PostgresServer", "ExternalPostgres", "find_pg_bin", "PostgresUnavailable"]
 
 
 class PostgresUnavailable(RuntimeError):
@@ -78,17 +78,41 @@ class PostgresServer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def create_database(self) -> str:
-        import psycopg
+        return _create_database(self.url(), self.url)
 
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                                     autocommit=True) as conn:
-                    conn.execute(f"CREATE DATABASE {name}")
-                return self.url(name)
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+
+def _create_database(admin_url: str, url_for) -> str:
+    """A fresh, empty database per test, so tests never see each other's runs."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            return url_for(name)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class ExternalPostgres:
+    """A server someone else started (CI's), named by LABFOLIO_TEST_POSTGRES_URL."""
+
+    def __init__(self, admin_url: str):
+        self.admin_url = admin_url
+
+    def start(self) -> "ExternalPostgres":
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def url(self, database: str = "postgres") -> str:
+        return self.admin_url.rsplit("/", 1)[0] + "/" + database
+
+    def create_database(self) -> str:
+        return _create_database(self.admin_url, self.url)

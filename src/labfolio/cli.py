@@ -101,14 +101,16 @@ def runs_command(
     if not records:
         typer.echo(f"No runs in {opened.location.describe()}.")
         return
-    table = Table(title=f"{len(records)} run(s) in {opened.location.describe()}", title_justify="left")
+    console = _console()
+    console.print(escape(f"{len(records)} run(s) in {opened.location.describe()}"))
+    table = Table()
     for column in ("Run", "Experiment", "Variant", "Seed", "State", "Steps", "Started", "Duration"):
         table.add_column(column, no_wrap=column == "Run")
     for r in records:
         table.add_row(r.run_id, r.experiment or "-", r.variant or "-", "-" if r.seed is None else str(r.seed),
                       r.state, "-" if r.last_step is None else str(r.last_step), _fmt_time(r.started_at),
                       _fmt_duration(r.duration_s))
-    _console().print(table)
+    console.print(table)
 
 
 @app.command("show")
