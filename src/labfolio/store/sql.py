@@ -9,7 +9,6 @@ import json
 import math
 import time
 from contextlib import contextmanager
-from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -145,9 +144,8 @@ class SQLStore:
                                   batch.run_id, now)
                 run_pk = self._run_pk(conn, batch.run_id)
             changes: dict = {}
-            if batch.values:
-                self._insert_points(conn, run_pk, batch)
-                changes.update(self._point_span_changes(conn, run_pk, batch))
+            if batch.point_count:
+                changes.update(self._insert_points(conn, run_pk, batch))
             if batch.journal_to is not None:
                 changes["journal_pos"] = batch.journal_to
             if batch.heartbeat is not None:
@@ -347,30 +345,33 @@ class SQLStore:
             self._key_names.update({v: k for k, v in known.items()})
         return {k: self._key_ids[k] for k in wanted}
 
-    def _insert_points(self, conn: Connection, run_pk: int, batch: Batch) -> None:
-        ids = self._key_ids_for(conn, batch.keys)
-        key_ids = [ids[k] for k in batch.keys]
-        rows = zip(repeat(run_pk), key_ids, batch.steps, batch.seqs, batch.values, batch.times)
-        if self.dialect == "postgresql":
-            # COPY is several times faster than multi-row INSERT on PostgreSQL.
-            with conn.connection.driver_connection.cursor() as cursor:
-                with cursor.copy("COPY metrics (run_pk, key_id, step, seq, value, time) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-        else:
-            conn.exec_driver_sql(
-                "INSERT INTO metrics (run_pk, key_id, step, seq, value, time) VALUES (?, ?, ?, ?, ?, ?)",
-                list(rows))
-        self._merge_summaries(conn, run_pk, key_ids, batch)
-
-    def _merge_summaries(self, conn: Connection, run_pk: int, key_ids: list[int], batch: Batch) -> None:
-        kid = np.asarray(key_ids, dtype=np.int64)
-        order = np.lexsort((np.asarray(batch.seqs, dtype=np.int64), kid))
-        kid = kid[order]
-        values = np.asarray(batch.values, dtype=np.float64)[order]
+    def _insert_points(self, conn: Connection, run_pk: int, batch: Batch) -> dict:
+        """Write the batch's points as one columnar chunk per key; returns run-row changes."""
+        ids = self._key_ids_for(conn, set(batch.keys))
+        kid = np.fromiter((ids[k] for k in batch.keys), dtype=np.int64, count=len(batch.keys))
+        seqs = np.asarray(batch.seqs, dtype=np.int64)
+        order = np.lexsort((seqs, kid))  # by key, then logging order
+        kid, seqs = kid[order], seqs[order]
         steps = np.asarray(batch.steps, dtype=np.int64)[order]
+        values = np.asarray(batch.values, dtype=np.float64)[order]
+        times = np.asarray(batch.times, dtype=np.float64)[order]
         starts = np.flatnonzero(np.r_[True, kid[1:] != kid[:-1]])
         ends = np.r_[starts[1:], len(kid)]
+        chunks = []
+        for lo, hi in zip(starts.tolist(), ends.tolist()):
+            chunk_steps = steps[lo:hi]
+            chunks.append({
+                "run_pk": run_pk, "key_id": int(kid[lo]), "first_seq": int(seqs[lo]),
+                "first_step": int(chunk_steps.min()), "last_step": int(chunk_steps.max()),
+                "count": hi - lo, "steps": chunk_steps.tobytes(), "values": values[lo:hi].tobytes(),
+                "times": times[lo:hi].tobytes(),
+            })
+        conn.execute(insert(t.metric_chunks), chunks)
+        self._merge_summaries(conn, run_pk, kid, steps, values, starts, ends)
+        return self._point_span_changes(conn, run_pk, batch.point_count, steps, times)
+
+    def _merge_summaries(self, conn: Connection, run_pk: int, kid: np.ndarray, steps: np.ndarray,
+                         values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         finite = np.isfinite(values)
         masked = np.where(finite, values, np.nan)
         with np.errstate(all="ignore"):
@@ -399,15 +400,17 @@ class SQLStore:
                                                    t.summaries.c.key_id.in_(list(old))))
         conn.execute(insert(t.summaries), rows)
 
-    def _point_span_changes(self, conn: Connection, run_pk: int, batch: Batch) -> dict:
-        row = conn.execute(select(t.runs.c.first_step, t.runs.c.first_time, t.runs.c.last_step,
-                                  t.runs.c.point_count).where(t.runs.c.pk == run_pk)).first()
-        changes = {"point_count": row.point_count + batch.point_count,
-                   "last_step": max(batch.steps) if row.last_step is None else max(row.last_step, max(batch.steps)),
-                   "last_time": max(batch.times)}
+    def _point_span_changes(self, conn: Connection, run_pk: int, count: int, steps: np.ndarray,
+                            times: np.ndarray) -> dict:
+        row = conn.execute(select(t.runs.c.first_step, t.runs.c.last_step, t.runs.c.point_count)
+                           .where(t.runs.c.pk == run_pk)).first()
+        batch_last = int(steps.max())
+        changes = {"point_count": row.point_count + count,
+                   "last_step": batch_last if row.last_step is None else max(row.last_step, batch_last),
+                   "last_time": float(times.max())}
         if row.first_step is None:
-            changes["first_step"] = batch.steps[0]
-            changes["first_time"] = batch.times[0]
+            changes["first_step"] = int(steps.min())
+            changes["first_time"] = float(times.min())
         return changes
 
     # ------------------------------------------------------------------ reads
@@ -496,26 +499,24 @@ class SQLStore:
             run_pk = conn.execute(select(t.runs.c.pk).where(t.runs.c.run_id == run_id)).scalar()
             if run_pk is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.location.describe()}")
-            query = (select(t.metric_keys.c.key, t.metrics.c.step, t.metrics.c.value, t.metrics.c.time)
-                     .join(t.metric_keys, t.metric_keys.c.id == t.metrics.c.key_id)
-                     .where(t.metrics.c.run_pk == run_pk)
-                     .order_by(t.metrics.c.key_id, t.metrics.c.step, t.metrics.c.seq))
+            query = (select(t.metric_keys.c.key, t.metric_chunks.c.steps, t.metric_chunks.c["values"],
+                            t.metric_chunks.c.times)
+                     .join(t.metric_keys, t.metric_keys.c.id == t.metric_chunks.c.key_id)
+                     .where(t.metric_chunks.c.run_pk == run_pk)
+                     .order_by(t.metric_chunks.c.key_id, t.metric_chunks.c.first_seq))
             if keys is not None:
                 query = query.where(t.metric_keys.c.key.in_(list(keys)))
-            rows = conn.execute(query).all()
+            parts: dict[str, list] = {}
+            for key, steps, values, times in conn.execute(query):
+                parts.setdefault(key, []).append((steps, values, times))
         out: dict[str, MetricHistory] = {}
-        if not rows:
-            return out
-        names = [r[0] for r in rows]
-        steps = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-        values = np.array([r[2] for r in rows], dtype=np.float64)  # None (SQLite's NaN) → nan
-        times = np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows))
-        start = 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or names[i] != names[start]:
-                out[names[start]] = MetricHistory(names[start], steps[start:i], values[start:i], times[start:i])
-                start = i
-        return dict(sorted(out.items()))
+        for key, chunks in sorted(parts.items()):
+            steps = np.concatenate([np.frombuffer(c[0], dtype="<i8") for c in chunks])
+            values = np.concatenate([np.frombuffer(c[1], dtype="<f8") for c in chunks])
+            times = np.concatenate([np.frombuffer(c[2], dtype="<f8") for c in chunks])
+            order = np.argsort(steps, kind="stable")
+            out[key] = MetricHistory(key, steps[order], values[order], times[order])
+        return out
 
     def alerts(self, run_id: str) -> list[AlertRecord]:
         with self._read() as conn:

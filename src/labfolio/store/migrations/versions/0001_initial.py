@@ -1,4 +1,4 @@
-"""Runs, experiments, variants, metric points, summaries and artifacts.
+"""Runs, experiments, variants, metric points (columnar chunks), summaries and artifacts.
 
 Revision ID: 0001_initial
 Revises:
@@ -75,15 +75,17 @@ def upgrade() -> None:
         sa.Column("key", sa.String(256), nullable=False, unique=True),
     )
     op.create_table(
-        "metrics",
+        "metric_chunks",
         sa.Column("run_pk", sa.Integer, nullable=False),
         sa.Column("key_id", sa.Integer, nullable=False),
-        sa.Column("step", sa.BigInteger, nullable=False),
-        sa.Column("seq", sa.BigInteger, nullable=False),
-        sa.Column("value", sa.Float),
-        sa.Column("time", sa.Float, nullable=False),
-        sa.PrimaryKeyConstraint("run_pk", "key_id", "step", "seq", name="pk_metrics"),
-        sqlite_with_rowid=False,
+        sa.Column("first_seq", sa.BigInteger, nullable=False),
+        sa.Column("first_step", sa.BigInteger, nullable=False),
+        sa.Column("last_step", sa.BigInteger, nullable=False),
+        sa.Column("count", sa.Integer, nullable=False),
+        sa.Column("steps", sa.LargeBinary, nullable=False),
+        sa.Column("values", sa.LargeBinary, nullable=False),
+        sa.Column("times", sa.LargeBinary, nullable=False),
+        sa.PrimaryKeyConstraint("run_pk", "key_id", "first_seq", name="pk_metric_chunks"),
     )
     op.create_table(
         "summaries",
@@ -116,5 +118,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("artifacts", "summaries", "metrics", "metric_keys", "runs", "variants", "experiments"):
+    for table in ("artifacts", "summaries", "metric_chunks", "metric_keys", "runs", "variants", "experiments"):
         op.drop_table(table)
