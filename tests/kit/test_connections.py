@@ -134,6 +134,72 @@ def test_mhc_with_one_stream_is_a_residual_with_scalar_branch_gains(dynamic):
         assert torch.equal(h_post, torch.ones(1))  # 2σ(0) is exactly 1: the static init is x + F(x)
 
 
+# --- the papers' formulas, written out per token in float64 ------------------------------------------
+
+
+def reference_sinkhorn(logits, iters):
+    matrix = logits.exp()
+    for _ in range(iters):
+        matrix = matrix / matrix.sum(0, keepdim=True)
+        matrix = matrix / matrix.sum(1, keepdim=True)
+    return matrix
+
+
+def test_mhc_matches_the_paper_equations_token_by_token():
+    n, width, tau, iters = 3, 8, 0.7, 7
+    module = ManifoldHyperConnection(
+        config("mhc", streams=n, sinkhorn_tau=tau, sinkhorn_iters=iters), width, layer_index=1
+    ).double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+    branch = PreNormBranch(width).double()
+    streams = torch.randn(2, 3, n, width, generator=generator, dtype=torch.float64)
+    out = module(streams, branch)
+    phi_pre, phi_post, phi_res = module.phi.split([n, n, n * n], dim=1)
+    for b in range(2):
+        for t in range(3):
+            x = streams[b, t]  # (n, C)
+            flat = x.reshape(1, -1)
+            normed = flat / flat.pow(2).mean().add(1e-6).sqrt()
+            h_pre = torch.sigmoid(module.pre_gate * (normed @ phi_pre) + module.pre_bias)  # (1, n)
+            h_post = 2 * torch.sigmoid(module.post_gate * (normed @ phi_post) + module.post_bias)  # (1, n)
+            res_logits = module.res_gate * (normed @ phi_res).reshape(n, n) + module.res_bias
+            h_res = reference_sinkhorn(res_logits / tau, iters)
+            expected = h_res @ x + h_post.T @ branch(h_pre @ x)  # X' = H_res X + H_postᵀ F(H_pre X)
+            assert torch.allclose(out[b, t], expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("num_fracs", [1, 2])
+def test_hc_matches_the_paper_equations_token_by_token(num_fracs):
+    # HC paper: h0 = A_mᵀ H, H' = Bᵀ T(h0) + A_rᵀ H, with A_m, A_r, B = static + s·tanh(norm(H) W).
+    # With m fractions the K = n·m slots play the role of HC's rows, and slot k takes fraction
+    # k mod m of the branch output (frac-connections).
+    n, width, m = 2, 8, num_fracs
+    slots, slot_width = n * m, width // m
+    module = HyperConnection(config("hc", streams=n, num_fracs=m), width, layer_index=1).double()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+    branch = PreNormBranch(width).double()
+    streams = torch.randn(2, 3, n, width, generator=generator, dtype=torch.float64)
+    out = module(streams, branch)
+    w_m, w_r, w_beta = module.dynamic_proj.split([m, slots, 1], dim=1)
+    for b in range(2):
+        for t in range(3):
+            h = streams[b, t].reshape(slots, slot_width)  # HC's H: one row per slot
+            h_bar = h / h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() * module.norm_weight
+            a_m = module.static_pre.T + module.alpha_scale * torch.tanh(h_bar @ w_m)  # (K, m)
+            a_r = module.static_res.T + module.alpha_scale * torch.tanh(h_bar @ w_r)  # (K, K)
+            beta = module.static_post + module.beta_scale * torch.tanh(h_bar @ w_beta)[:, 0]  # (K,)
+            h0 = (a_m.T @ h).reshape(width)  # m mixed fractions, concatenated
+            y = branch(h0[None])[0].reshape(m, slot_width)
+            expected = beta[:, None] * y[torch.arange(slots) % m] + a_r.T @ h
+            assert torch.allclose(out[b, t].reshape(slots, slot_width), expected, rtol=1e-10, atol=1e-10)
+
+
 # --- doubly-stochastic H_res ----------------------------------------------------------------------
 
 
@@ -427,7 +493,8 @@ def test_importing_the_kit_without_torch_names_the_extra_to_install():
 
 
 def test_connections_benchmark_runs_a_tiny_side_by_side_on_cpu(capsys):
-    spec = importlib.util.spec_from_file_location("bench_connections", REPO_ROOT / "benchmarks" / "bench_connections.py")
+    path = REPO_ROOT / "benchmarks" / "bench_connections.py"
+    spec = importlib.util.spec_from_file_location("bench_connections", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     rows = bench.main(["--cpu-smoke", "--steps", "2", "--warmup", "1", "--no-peer"])

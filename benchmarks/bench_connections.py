@@ -1,0 +1,253 @@
+"""Side-by-side training throughput and peak memory: residual vs hc vs mhc.
+
+Trains the byte-level GPT from ``labfolio.kit`` for a few steps per variant (forward, backward,
+fused AdamW, bf16 autocast) in eager mode and under ``torch.compile``, and prints one table. The
+default shape is GPT-2 small: 12 layers, width 768, 12 heads, sequence 1024, batch 16.
+
+    python benchmarks/bench_connections.py                        # GPU, full shape
+    python benchmarks/bench_connections.py --batch 8 --steps 30   # smaller batch, longer timing
+    python benchmarks/bench_connections.py --cpu-smoke            # tiny shape on CPU, seconds
+
+If the ``hyper_connections`` package is importable, its HC and mHC modules are measured as
+``peer-hc`` / ``peer-mhc`` rows in the same model, for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from labfolio.kit.connections import ConnectionConfig
+from labfolio.kit.models.gpt import GPT, GPTConfig
+
+__all__ = ["main", "measure", "parse_args"]
+
+CPU_SMOKE_SHAPE = {"batch": 2, "seq": 16, "depth": 2, "width": 32, "heads": 2}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
+    parser.add_argument("--seq", type=int, default=1024, help="tokens per sequence (default 1024)")
+    parser.add_argument("--depth", type=int, default=12, help="transformer blocks (default 12)")
+    parser.add_argument("--width", type=int, default=768, help="model width (default 768)")
+    parser.add_argument("--heads", type=int, default=12, help="attention heads (default 12)")
+    parser.add_argument("--streams", type=int, default=4, help="hc/mhc streams n (default 4)")
+    parser.add_argument("--static", action="store_true", help="static hc/mhc coefficients (default dynamic)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (default 20)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, incl. compilation (default 5)")
+    parser.add_argument("--connections", default="residual,hc,mhc", help="comma-separated subset of the default")
+    parser.add_argument("--modes", default=None, help="eager,compile (default both; eager on --cpu-smoke)")
+    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="autocast dtype (default bf16)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the hyper_connections peer rows")
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny shape on CPU: checks the script in seconds")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.cpu_smoke:
+        for name, value in CPU_SMOKE_SHAPE.items():
+            setattr(args, name, value)
+    if args.modes is None:
+        args.modes = "eager" if args.cpu_smoke else "eager,compile"
+    args.connections = [c.strip() for c in args.connections.split(",") if c.strip()]
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in args.modes if m not in ("eager", "compile")]
+    if unknown:
+        parser.error(f"unknown mode(s) {unknown}; use eager and/or compile")
+    unknown = [c for c in args.connections if c not in ("residual", "hc", "mhc")]
+    if unknown:
+        parser.error(f"unknown connection(s) {unknown}; use residual, hc and/or mhc")
+    return args
+
+
+def build_model(args: argparse.Namespace, connection: str) -> GPT:
+    """Our GPT with ``connection``; ``peer-hc``/``peer-mhc`` swap in the peer package's modules."""
+    torch.manual_seed(0)
+    ours = connection if not connection.startswith("peer-") else "residual"
+    connection_config = ConnectionConfig(connection=ours, streams=args.streams, dynamic=not args.static)
+    config = GPTConfig(
+        block_size=args.seq, depth=args.depth, width=args.width, heads=args.heads, connection=connection_config
+    )
+    model = GPT(config)
+    if connection.startswith("peer-"):
+        _swap_in_peer(model, kind=connection.removeprefix("peer-"), streams=args.streams, width=args.width)
+    return model
+
+
+def peer_available() -> bool:
+    try:
+        import hyper_connections  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _PeerStreams(nn.Module):
+    def __init__(self, expand: Callable, reduce: Callable) -> None:
+        super().__init__()
+        self.expand_fn, self.reduce_fn = expand, reduce
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand_fn(x)
+
+    def reduce(self, state: torch.Tensor) -> torch.Tensor:
+        return self.reduce_fn(state)
+
+
+class _PeerConnection(nn.Module):
+    """Adapts the peer's ``hyper_conn(residual) -> (branch_input, add_residual)`` to our interface."""
+
+    def __init__(self, hyper_connection: nn.Module) -> None:
+        super().__init__()
+        self.hyper_connection = hyper_connection
+
+    def forward(self, state: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        branch_input, add_residual = self.hyper_connection(state)
+        return add_residual(branch(branch_input))
+
+
+def _swap_in_peer(model: GPT, kind: str, streams: int, width: int) -> None:
+    if kind == "mhc":
+        from hyper_connections.manifold_constrained_hyper_connections import (
+            get_init_and_expand_reduce_stream_functions,
+        )
+    else:
+        from hyper_connections import get_init_and_expand_reduce_stream_functions
+    init_connection, expand, reduce = get_init_and_expand_reduce_stream_functions(streams, disable=False)
+    model.streams = _PeerStreams(expand, reduce)
+    for index, block in enumerate(model.blocks):
+        assert block.wrap == "branch", "the peer rows wrap each branch"
+        block.attn_connection = _PeerConnection(init_connection(dim=width, layer_index=2 * index))
+        block.mlp_connection = _PeerConnection(init_connection(dim=width, layer_index=2 * index + 1))
+
+
+def measure(args: argparse.Namespace, connection: str, mode: str, device: torch.device) -> dict:
+    """Train ``args.warmup + args.steps`` steps; time the last ``args.steps``."""
+    row = {"connection": connection, "mode": mode, "streams": 1 if connection == "residual" else args.streams}
+    model = build_model(args, connection).to(device)
+    row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=fused)
+    step_model = torch.compile(model) if mode == "compile" else model
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    data = torch.randint(0, 256, (args.batch, args.seq + 1), generator=generator).to(device)
+    idx, targets = data[:, :-1], data[:, 1:]
+    autocast_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+
+    def train_step() -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=args.dtype == "bf16"):
+            _, loss = step_model(idx, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    for _ in range(args.warmup):
+        train_step()
+    _synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = train_step()
+    _synchronize(device)
+    elapsed = time.perf_counter() - start
+    row["final_loss"] = float(loss.detach())
+    row["ms_per_step"] = 1000 * elapsed / args.steps
+    row["tokens_per_s"] = args.batch * args.seq * args.steps / elapsed
+    row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
+    return row
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch._dynamo.reset()  # compiled graphs of one variant must not linger into the next
+
+
+_COLUMNS = (  # (title, width); numbers are right-aligned, names left-aligned
+    ("connection", -10), ("mode", -8), ("n", 2), ("params M", 9), ("tokens/s", 11),
+    ("vs residual", 11), ("ms/step", 9), ("peak GiB", 9), ("note", -1),
+)
+
+
+def _format_row(cells: Sequence[str]) -> str:
+    return " ".join(
+        f"{cell:<{-width}}" if width < 0 else f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS)
+    ).rstrip()
+
+
+def format_table(rows: list[dict]) -> str:
+    header = _format_row([title for title, _ in _COLUMNS])
+    lines = [header, "-" * len(header)]
+    baseline = {r["mode"]: r["tokens_per_s"] for r in rows if r["connection"] == "residual" and "error" not in r}
+    for r in rows:
+        if "error" in r:
+            lines.append(_format_row([r["connection"], r["mode"], str(r["streams"])] + [""] * 5 + [r["error"]]))
+            continue
+        ratio = r["tokens_per_s"] / baseline[r["mode"]] if r["mode"] in baseline else math.nan
+        lines.append(
+            _format_row([
+                r["connection"], r["mode"], str(r["streams"]), f"{r['params_m']:.2f}",
+                f"{r['tokens_per_s']:,.0f}", f"{ratio:.2f}x", f"{r['ms_per_step']:.1f}",
+                _format_memory(r["peak_mem_gib"]), "",
+            ])
+        )
+    return "\n".join(lines)
+
+
+def _format_memory(gib: float) -> str:
+    return "n/a" if math.isnan(gib) else f"{gib:.2f}"  # no allocator statistics on CPU
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    device = torch.device("cpu" if args.cpu_smoke or not torch.cuda.is_available() else "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # what a bf16 training run would use
+        torch.backends.cudnn.allow_tf32 = True
+    connections = list(args.connections)
+    if not args.no_peer and peer_available():
+        connections += [f"peer-{kind}" for kind in ("hc", "mhc") if kind in connections]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    optimizer_name = "fused AdamW" if device.type == "cuda" else "AdamW"
+    print(
+        f"labfolio bench_connections | {device_name} | torch {torch.__version__} | "
+        f"depth {args.depth} width {args.width} heads {args.heads} | batch {args.batch} seq {args.seq} | "
+        f"{args.dtype} autocast | {'static' if args.static else 'dynamic'} hc/mhc | "
+        f"{args.warmup} warmup + {args.steps} timed steps | fwd + bwd + {optimizer_name}",
+        flush=True,
+    )
+    rows = []
+    for mode in args.modes:
+        for connection in connections:
+            try:
+                rows.append(measure(args, connection, mode, device))
+            except Exception as exc:  # one failing variant (OOM, compile error) must not lose the others
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+                rows.append({"connection": connection, "mode": mode, "streams": args.streams, "error": message})
+            _release(device)
+            print(f"  done {connection} {mode}", file=sys.stderr, flush=True)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            record = {"device": device_name, "torch": torch.__version__, "args": vars(args), "rows": rows}
+            json.dump(record, handle, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
