@@ -71,10 +71,11 @@ class BackgroundDrainer(threading.Thread):
     """
 
     def __init__(self, run_id: str, folder: Path, open_store: Callable[[], object] | None,
-                 inspect: Callable | None = None, before_read: Callable[[], None] | None = None):
+                 inspect: Callable | None = None, before_read: Callable[[], None] | None = None,
+                 memory_segments: dict | None = None):
         super().__init__(name=f"labfolio-drain-{run_id}", daemon=True)
         self.run_id = run_id
-        self.reader = JournalReader(folder)
+        self.reader = JournalReader(folder, memory_segments)
         self._open_store = open_store  # None: offline mode, records are inspected but not written
         self._inspect = inspect
         self._before_read = before_read
@@ -85,6 +86,10 @@ class BackgroundDrainer(threading.Thread):
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pending_events: list[dict] = []
+        self._cycle_done = threading.Condition()
+        self._cycles_started = 0
+        self._cycles_completed = 0
+        self._last_cycle_ok = True
         self.failures = 0
         self.last_error: str | None = None
         self.warned = False
@@ -98,7 +103,17 @@ class BackgroundDrainer(threading.Thread):
             self._pending_events.extend(events)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Drain everything written so far; True when the store has it all."""
+        """Drain everything written so far; True when the store has it all.
+
+        While the thread runs, the work happens there (so reading GPU values never happens in
+        the caller's thread); once it has stopped, here."""
+        if self.is_alive():
+            with self._cycle_done:
+                ticket = self._cycles_started + 1
+                self._wake.set()
+                ok = self._cycle_done.wait_for(
+                    lambda: self._cycles_completed >= ticket or not self.is_alive(), timeout)
+                return ok and self._last_cycle_ok
         deadline = time.monotonic() + timeout
         while True:
             done = self._cycle(force_heartbeat=False)
@@ -114,6 +129,9 @@ class BackgroundDrainer(threading.Thread):
         self._wake.set()
         if self.is_alive():
             self.join(timeout=5.0)
+        if self.failures:
+            # The store has been failing: one more try, not a long wait at the end of training.
+            timeout = min(timeout, 2.0)
         return self.flush(timeout)
 
     def close(self) -> None:
@@ -129,8 +147,16 @@ class BackgroundDrainer(threading.Thread):
             self._wake.clear()
             if self._stop_event.is_set():
                 break
+            with self._cycle_done:
+                self._cycles_started += 1
             ok = self._cycle(force_heartbeat=True)
+            with self._cycle_done:
+                self._cycles_completed += 1
+                self._last_cycle_ok = ok
+                self._cycle_done.notify_all()
             backoff = DRAIN_INTERVAL_S if ok else min(30.0, max(1.0, backoff * 2))
+        with self._cycle_done:
+            self._cycle_done.notify_all()
 
     def _cycle(self, force_heartbeat: bool) -> bool:
         """One pass; serialised so the thread and ``flush`` from finish() never interleave."""

@@ -24,12 +24,14 @@ what the store remembers as "drained up to here".
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import mmap
 import os
 import struct
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -104,18 +106,27 @@ class JournalWriter:
 
     def __init__(self, folder: Path, *, header_event: dict | None = None, first_segment: int = 0):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.folder / "lock", "a+b")
+        # Segments that could not be put in a file (disk full, unwritable folder) live in
+        # anonymous memory instead: same format, same drain path, but only while we live.
+        self.memory_segments: dict[int, mmap.mmap] = {}
+        self.warned_memory = False
+        self._lock_file = None
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise JournalError(
-                f"the journal {self.folder} is in use by another live process; a run can be "
-                "written by one process at a time (is this run already running elsewhere?)"
-            ) from None
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.folder / "lock", "a+b")
+        except OSError as exc:
+            self._warn_memory(exc)
+        if self._lock_file is not None:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_file.close()
+                raise JournalError(
+                    f"the journal {self.folder} is in use by another live process; a run can be "
+                    "written by one process at a time (is this run already running elsewhere?)"
+                ) from None
         self._guard = threading.Lock()
-        existing = _segment_numbers(self.folder)
+        existing = _segment_numbers(self.folder) if self._lock_file is not None else []
         self._shape_ids = 0
         self._mm: mmap.mmap | None = None
         self._fd = -1
@@ -128,22 +139,52 @@ class JournalWriter:
 
     # -- segments ---------------------------------------------------------------------------
     def _open_segment(self, segment: int) -> None:
-        path = _segment_path(self.folder, segment)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.ftruncate(fd, SEGMENT_BYTES)
-            mm = mmap.mmap(fd, SEGMENT_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError:
-            os.close(fd)
-            raise
+            fd, mm = self._file_segment(segment)
+        except OSError as exc:
+            self._warn_memory(exc)
+            fd, mm = -1, mmap.mmap(-1, SEGMENT_BYTES)
+            self.memory_segments[segment] = mm
         HEADER.pack_into(mm, 0, MAGIC, FORMAT_VERSION, 0, segment)
         old_mm, old_fd = self._mm, self._fd
         self._mm, self._fd = mm, fd
         self.segment = segment
         self.offset = HEADER_BYTES
-        if old_mm is not None:
+        if old_mm is not None and old_fd >= 0:  # memory segments stay until drained
             old_mm.close()
             os.close(old_fd)
+
+    def _file_segment(self, segment: int) -> tuple[int, mmap.mmap]:
+        if self._lock_file is None:
+            raise OSError(f"no journal folder at {self.folder}")
+        fd = os.open(_segment_path(self.folder, segment), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            try:
+                # Reserve the blocks now: writing into a sparse mapping on a full disk would kill
+                # the process with SIGBUS, which the tracker must never do to training.
+                os.posix_fallocate(fd, 0, SEGMENT_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.ftruncate(fd, SEGMENT_BYTES)
+            return fd, mmap.mmap(fd, SEGMENT_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError:
+            os.close(fd)
+            _segment_path(self.folder, segment).unlink(missing_ok=True)
+            raise
+
+    def _warn_memory(self, exc: OSError) -> None:
+        if not self.warned_memory:
+            self.warned_memory = True
+            warnings.warn(
+                f"labfolio cannot write the run journal under {self.folder} ({exc}); keeping new "
+                "points in memory until they reach the store. They are not crash-safe until the "
+                "disk has room again.", RuntimeWarning, stacklevel=4)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of records held only in memory (not yet known to be in the store)."""
+        return len(self.memory_segments) * SEGMENT_BYTES
 
     def _reserve(self, size: int) -> None:
         """Make room for ``size`` bytes, moving to a new segment when this one is full."""
@@ -200,10 +241,15 @@ class JournalWriter:
             return
         with self._guard:
             self.closed = True
-            if self._mm is not None:
+            if self._mm is not None and self._fd >= 0:
                 self._mm.close()
                 os.close(self._fd)
-                self._mm = None
+            self._mm = None
+            for mm in self.memory_segments.values():
+                mm.close()
+            self.memory_segments.clear()
+        if self._lock_file is None:
+            return
         if delete:
             remove_journal(self.folder)
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
@@ -250,14 +296,15 @@ class JournalReader:
     records it skipped, because points refer to shapes by id.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, memory_segments: dict[int, mmap.mmap] | None = None):
         self.folder = Path(folder)
+        self._memory = memory_segments if memory_segments is not None else {}
         self._shapes: dict[int, tuple[tuple[str, ...], struct.Struct]] = {}
         self._maps: dict[int, mmap.mmap] = {}
         self._shapes_loaded_upto = position(0, 0)
 
     def _map(self, segment: int) -> mmap.mmap | None:
-        mm = self._maps.get(segment)
+        mm = self._maps.get(segment) or self._memory.get(segment)
         if mm is not None:
             return mm
         path = _segment_path(self.folder, segment)
@@ -276,13 +323,16 @@ class JournalReader:
         self._maps[segment] = mm
         return mm
 
+    def _numbers(self) -> list[int]:
+        return sorted({*_segment_numbers(self.folder), *self._memory})
+
     def first_position(self) -> int:
-        numbers = _segment_numbers(self.folder)
+        numbers = self._numbers()
         return position(numbers[0], HEADER_BYTES) if numbers else position(0, HEADER_BYTES)
 
     def _iter_records(self, start: int, stop_segment: int | None = None) -> Iterator[tuple[int, int, memoryview | mmap.mmap, int, int]]:
         segment, offset = split_position(start)
-        numbers = _segment_numbers(self.folder)
+        numbers = self._numbers()
         if numbers and segment < numbers[0]:
             segment, offset = numbers[0], HEADER_BYTES
         offset = max(offset, HEADER_BYTES)
@@ -364,11 +414,13 @@ class JournalReader:
     def delete_segments_before(self, pos: int) -> None:
         """Drop segment files wholly before ``pos`` (already in the store)."""
         segment, _ = split_position(pos)
-        for number in _segment_numbers(self.folder):
+        for number in self._numbers():
             if number < segment:
                 mm = self._maps.pop(number, None)
                 if mm is not None:
                     mm.close()
+                # The writer owns (and closes) memory segments; dropping our reference frees them.
+                self._memory.pop(number, None)
                 _segment_path(self.folder, number).unlink(missing_ok=True)
 
     def close(self) -> None:

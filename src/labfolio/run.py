@@ -187,7 +187,8 @@ class Run:
             self._store_attachment(attachment)
         open_store = None if mode == "offline" else self._open_store
         self._drainer = BackgroundDrainer(run_id, journal_folder, open_store,
-                                          inspect=self._inspect, before_read=self._resolve_deferred)
+                                          inspect=self._inspect, before_read=self._resolve_deferred,
+                                          memory_segments=self._journal.memory_segments)
         self._drainer.start()
         self._sampler = None
         if system_metrics:
@@ -371,12 +372,16 @@ class Run:
                 self._drainer.stop(timeout=1.0)
                 complete = False
             self._drainer.close()
+            memory_only = self._journal.memory_segments and not complete
             self._journal.close(delete=complete)
             if _current is self:
                 _current = None
         if self.mode == "offline" and not quiet:
             print(f"labfolio: run {self.id} was logged offline to {self.journal_folder}; "
                   "push it to the store with `labfolio sync`.", file=sys.stderr)
+        if memory_only:
+            warnings.warn(f"labfolio run {self.id}: the store and the journal disk both failed; points "
+                          "that were held only in memory could not be saved.", RuntimeWarning)
         elif not complete and not quiet:
             print(f"labfolio: run {self.id} could not be fully written to the store "
                   f"({self._drainer.last_error}). Nothing is lost: the journal at "
@@ -542,9 +547,12 @@ def init(project: str | None = None, experiment: str | None = None, variant: str
                                 when=started)
         if rank != 0:
             run_id = f"{run_id}_rank{rank}"
-    folder, run_id = _journal_folder_for(
-        location, run_id, resume=bool(resume_run),
-        taken=lambda candidate: probe is not None and probe.run_journal_position(candidate) is not None)
+    try:
+        folder, run_id = _journal_folder_for(
+            location, run_id, resume=bool(resume_run),
+            taken=lambda candidate: probe is not None and probe.run_journal_position(candidate) is not None)
+    except (JournalError, OSError):
+        folder = location.journal_dir / run_id  # unwritable: the journal keeps records in memory
     first_segment = 0
     if resume_run is not None and probe is not None:
         # The resumed run's new records must sort after everything the store already drained.
