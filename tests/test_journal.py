@@ -39,7 +39,7 @@ def test_journal_encoding_round_trips_points_and_events(tmp_path_factory, data):
             writer.append_event(event)
             expected_events.append(event)
     records = JournalReader(folder).read()
-    got = list(zip(records.keys, records.steps, records.values, records.times))
+    got = list(zip(records.keys, records.steps.tolist(), records.values.tolist(), records.times.tolist()))
     assert len(got) == len(expected_points)
     for (k1, s1, v1, t1), (k2, s2, v2, t2) in zip(got, expected_points):
         assert (k1, s1, t1) == (k2, s2, t2) and _same_float(v1, v2)
@@ -55,7 +55,7 @@ def test_reader_resumes_from_a_position_and_replays_shapes(tmp_path):
     writer.append_points(enc, 1, 2.0, (3.0, 4.0))
     fresh_reader = JournalReader(tmp_path / "run")  # as after a restart: no shapes known yet
     rest = fresh_reader.read(first.end)
-    assert rest.keys == ["a", "b"] and rest.values == [3.0, 4.0] and rest.steps == [1, 1]
+    assert rest.keys == ["a", "b"] and rest.values.tolist() == [3.0, 4.0] and rest.steps.tolist() == [1, 1]
     writer.close()
 
 
@@ -67,8 +67,8 @@ def test_segments_roll_over_without_losing_records(tmp_path, monkeypatch):
         writer.append_points(enc, step, float(step), (step * 0.5,))
     assert writer.segment > 5
     records = JournalReader(tmp_path / "run").read()
-    assert records.steps == list(range(1000))
-    assert records.values == [s * 0.5 for s in range(1000)]
+    assert records.steps.tolist() == list(range(1000))
+    assert records.values.tolist() == [s * 0.5 for s in range(1000)]
     writer.close()
 
 
@@ -79,7 +79,7 @@ def test_a_record_without_its_length_is_not_read(tmp_path):
     writer.append_points(enc, 0, 0.0, (1.0,))
     off = writer.offset
     enc.packer.pack_into(writer._mm, off, 0, jr.TAG_POINTS, enc.shape_id, 1, 1.0, 2.0)  # no length
-    assert JournalReader(tmp_path / "run").read().values == [1.0]
+    assert JournalReader(tmp_path / "run").read().values.tolist() == [1.0]
     writer.close()
 
 

@@ -24,7 +24,7 @@ def test_a_journal_that_cannot_reach_disk_keeps_records_in_memory(tmp_path):
     for step in range(100):
         writer.append_points(enc, step, 1.0, (float(step),))
     records = JournalReader(blocker / "run", writer.memory_segments).read()
-    assert records.values == [float(s) for s in range(100)]
+    assert records.values.tolist() == [float(s) for s in range(100)]
     writer.close()
 
 

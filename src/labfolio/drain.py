@@ -50,10 +50,10 @@ def drain_step(store, reader: JournalReader, run_id: str, pos: int | None, *,
         events.extend(inspect(records) or [])
     if extra_events:
         events.extend(extra_events)
-    if not events and not records.values and heartbeat is None:
+    if not events and not records.point_count and heartbeat is None:
         return 0, start, False
-    batch = Batch(run_id=run_id, events=events, keys=records.keys, steps=records.steps,
-                  values=records.values, times=records.times, seqs=records.seqs,
+    batch = Batch(run_id=run_id, events=events, key_names=records.key_names, codes=records.codes,
+                  steps=records.steps, values=records.values, times=records.times, seqs=records.seqs,
                   journal_from=pos or 0, journal_to=records.end, heartbeat=heartbeat)
     result = store.write_batch(batch)
     if not result.applied:

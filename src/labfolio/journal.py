@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from .errors import JournalError
 
 __all__ = [
@@ -268,24 +270,41 @@ def remove_journal(folder: Path) -> None:
 
 @dataclass
 class JournalRecords:
-    """What a reader decoded: events and points in journal order, and where it stopped."""
+    """What a reader decoded: events, and points as columns in journal order.
+
+    Points carry a key *code* (an index into ``key_names``) rather than a string each, so a batch
+    of a million points costs numpy arrays, not a million Python objects.
+    """
 
     events: list[dict] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)  # one entry per point
-    steps: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    seqs: list[int] = field(default_factory=list)  # journal position of the point's record
-    end: int = 0
-    # Events are positioned among points so a writer can apply them in order if it cares.
     event_positions: list[int] = field(default_factory=list)
+    key_names: list[str] = field(default_factory=list)
+    codes: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    steps: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    values: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    times: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    seqs: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # record positions
+    end: int = 0
 
     @property
     def point_count(self) -> int:
         return len(self.values)
 
+    @property
+    def keys(self) -> list[str]:
+        names = self.key_names
+        return [names[c] for c in self.codes.tolist()]
+
     def __bool__(self) -> bool:
-        return bool(self.events or self.values)
+        return bool(self.events) or self.point_count > 0
+
+
+def _points_dtype(count: int, size: int) -> np.dtype:
+    # Mirrors _POINTS_PREFIX + count doubles, padded to ``size``; lets numpy decode a run of
+    # same-shaped records in one call instead of one struct.unpack per record.
+    return np.dtype({"names": ["len", "tag", "shape", "step", "time", "vals"],
+                     "formats": ["<u4", "u1", "<u4", "<i8", "<f8", ("<f8", (count,))],
+                     "offsets": [0, 4, 5, 9, 17, 25], "itemsize": size})
 
 
 class JournalReader:
@@ -371,43 +390,87 @@ class JournalReader:
         (shape_id,) = struct.unpack_from("<I", mm, offset + 5)
         raw = bytes(mm[offset + 9: offset + size]).rstrip(b"\0")
         keys = tuple(json.loads(raw))
-        self._shapes[shape_id] = (keys, struct.Struct(f"<qd{len(keys)}d"))
+        record_size = _padded(struct.calcsize(f"{_POINTS_PREFIX}{len(keys)}d"))
+        self._shapes[shape_id] = (keys, _points_dtype(len(keys), record_size), record_size)
 
     def read(self, start: int | None = None, *, max_points: int = 1 << 62) -> JournalRecords:
         """Decode records from ``start`` (default: the beginning) to the end of what is written."""
         start = self.first_position() if start is None else start
         self._load_shapes_before(start)
         out = JournalRecords(end=start)
-        keys, steps, values, times, seqs = out.keys, out.steps, out.values, out.times, out.seqs
-        for segment, offset, mm, size, tag in self._iter_records(start):
-            pos = position(segment, offset)
-            if tag == TAG_POINTS:
-                (shape_id,) = struct.unpack_from("<I", mm, offset + 5)
-                try:
-                    names, unpacker = self._shapes[shape_id]
-                except KeyError:
-                    raise JournalError(f"points before their shape at {self.folder} {pos}") from None
-                step, when, *vals = unpacker.unpack_from(mm, offset + 9)
-                n = len(names)
-                keys.extend(names)
-                steps.extend([step] * n)
-                values.extend(vals)
-                times.extend([when] * n)
-                seqs.extend([pos] * n)
-            elif tag == TAG_SHAPE:
-                self._decode_shape(mm, offset, size)
-            elif tag == TAG_EVENT:
-                raw = bytes(mm[offset + 5: offset + size]).rstrip(b"\0")
-                out.events.append(json.loads(raw))
-                out.event_positions.append(pos)
-            else:
-                raise JournalError(f"unknown record tag {tag} in {self.folder} at {pos}")
-            out.end = position(segment, offset + size)
-            if len(values) >= max_points:
+        code_of: dict[str, int] = {}
+        parts: list[tuple] = []
+        points = 0
+        segment, offset = split_position(start)
+        numbers = self._numbers()
+        if numbers and segment < numbers[0]:
+            segment, offset = numbers[0], HEADER_BYTES
+        offset = max(offset, HEADER_BYTES)
+        finished = False
+        while not finished:
+            mm = self._map(segment)
+            if mm is None:
                 break
-        if out.end == start:
-            # Nothing new; still normalise a position that pointed at a finished segment.
-            out.end = start
+            limit = len(mm)
+            while True:
+                if offset + 4 > limit:
+                    finished = True
+                    break
+                (size,) = LENGTH.unpack_from(mm, offset)
+                if size == 0:
+                    finished = True
+                    break
+                if size == NEXT_SEGMENT:
+                    segment, offset = segment + 1, HEADER_BYTES
+                    break
+                if size < 8 or offset + size > limit:
+                    raise JournalError(f"corrupt record at segment {segment} offset {offset}")
+                tag = mm[offset + 4]
+                if tag == TAG_POINTS:
+                    (shape_id,) = struct.unpack_from("<I", mm, offset + 5)
+                    try:
+                        names, dtype, record_size = self._shapes[shape_id]
+                    except KeyError:
+                        raise JournalError(f"points before their shape in {self.folder} at segment "
+                                           f"{segment} offset {offset}") from None
+                    if record_size != size:
+                        raise JournalError(f"corrupt record at segment {segment} offset {offset}")
+                    # Decode the run of same-shaped records starting here in one numpy call.
+                    wanted = max(1, (max_points - points + len(names) - 1) // len(names))
+                    count = min((limit - offset) // size, 65536, wanted)
+                    block = np.frombuffer(mm, dtype=dtype, count=count, offset=offset)
+                    same = (block["len"] == size) & (block["tag"] == TAG_POINTS) & (block["shape"] == shape_id)
+                    taken = count if same.all() else int(np.argmin(same))
+                    block = block[:taken]
+                    codes = np.array([code_of.setdefault(k, len(code_of)) for k in names], dtype=np.int64)
+                    n = len(names)
+                    first_pos = position(segment, offset)
+                    parts.append((
+                        np.tile(codes, taken), np.repeat(block["step"], n),
+                        np.array(block["vals"], dtype=np.float64).reshape(-1), np.repeat(block["time"], n),
+                        np.repeat(first_pos + np.arange(taken, dtype=np.int64) * size, n),
+                    ))
+                    points += taken * n
+                    offset += taken * size
+                elif tag == TAG_SHAPE:
+                    self._decode_shape(mm, offset, size)
+                    offset += size
+                elif tag == TAG_EVENT:
+                    raw = bytes(mm[offset + 5: offset + size]).rstrip(b"\0")
+                    out.events.append(json.loads(raw))
+                    out.event_positions.append(position(segment, offset))
+                    offset += size
+                else:
+                    raise JournalError(f"unknown record tag {tag} in {self.folder} at segment "
+                                       f"{segment} offset {offset}")
+                out.end = position(segment, offset)
+                if points >= max_points:
+                    finished = True
+                    break
+        if parts:
+            out.codes, out.steps, out.values, out.times, out.seqs = (
+                np.concatenate(column) for column in zip(*parts))
+        out.key_names = list(code_of)
         self._shapes_loaded_upto = max(self._shapes_loaded_upto, out.end)
         return out
 

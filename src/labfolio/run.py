@@ -252,17 +252,27 @@ class Run:
 
     # -- background inspection (runs in the drainer thread) -------------------------------------
     def _inspect(self, records) -> list[dict]:
-        latest: dict[str, float] = {}
-        for key, value in zip(records.keys, records.values):
-            latest[key] = value
+        """Runs in the drainer: remember the latest values and flag non-finite ones (once per key)."""
+        if not records.point_count:
+            return []
+        names, codes, values = records.key_names, records.codes, records.values
+        reversed_codes = codes[::-1]
+        distinct, first_from_end = np.unique(reversed_codes, return_index=True)
+        last_index = len(codes) - 1 - first_from_end
+        latest = {names[c]: float(values[i]) for c, i in zip(distinct.tolist(), last_index.tolist())}
         new_events = []
-        for key, step, value in zip(records.keys, records.steps, records.values):
-            if not math.isfinite(value) and key not in self._warned_nonfinite:
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            bad_codes, first_bad = np.unique(codes[bad], return_index=True)
+            for code, index in zip(bad_codes.tolist(), bad[first_bad].tolist()):
+                key = names[code]
+                if key in self._warned_nonfinite:
+                    continue
                 self._warned_nonfinite.add(key)
-                message = f"{key} is {value} at step {step} (stored as logged)"
+                value, step = float(values[index]), int(records.steps[index])
                 new_events.append({"type": "alert", "kind": "nan", "metric": key, "step": step,
-                                   "severity": "critical", "message": message, "value": value,
-                                   "time": _now()})
+                                   "severity": "critical", "value": value, "time": _now(),
+                                   "message": f"{key} is {value} at step {step} (stored as logged)"})
         with self._latest_lock:
             self._latest.update(latest)
         for event in new_events:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 __all__ = ["Batch", "BatchResult"]
 
@@ -19,14 +20,18 @@ class Batch:
 
     run_id: str | None = None
     events: list[dict] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
+    keys: Sequence[str] = field(default_factory=list)
+    steps: Sequence[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     journal_from: int | None = None
     journal_to: int | None = None
     heartbeat: float | None = None
+    # Instead of one key string per point, a batch may carry key codes into ``key_names``
+    # (what the journal reader produces: cheap for millions of points).
+    key_names: list[str] | None = None
+    codes: Sequence[int] | None = None
 
     @property
     def point_count(self) -> int:

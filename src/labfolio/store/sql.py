@@ -347,8 +347,13 @@ class SQLStore:
 
     def _insert_points(self, conn: Connection, run_pk: int, batch: Batch) -> dict:
         """Write the batch's points as one columnar chunk per key; returns run-row changes."""
-        ids = self._key_ids_for(conn, set(batch.keys))
-        kid = np.fromiter((ids[k] for k in batch.keys), dtype=np.int64, count=len(batch.keys))
+        if batch.codes is not None:
+            names = list(batch.key_names or [])
+            ids = self._key_ids_for(conn, names)
+            kid = np.asarray([ids[k] for k in names], dtype=np.int64)[np.asarray(batch.codes, dtype=np.int64)]
+        else:
+            ids = self._key_ids_for(conn, set(batch.keys))
+            kid = np.fromiter((ids[k] for k in batch.keys), dtype=np.int64, count=len(batch.keys))
         seqs = np.asarray(batch.seqs, dtype=np.int64)
         order = np.lexsort((seqs, kid))  # by key, then logging order
         kid, seqs = kid[order], seqs[order]
