@@ -290,3 +290,39 @@ def test_an_unwritable_store_warns_once_keeps_logging_and_sync_recovers(tmp_path
     assert report.points == 200
     record = open_store(location).get_run(run.id)
     assert record.state == "finished" and record.point_count == 200
+
+
+def _run_script(tmp_path, body: str):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                          env=os.environ.copy(), timeout=120)
+
+
+def test_a_script_that_exits_without_finish_is_recorded_finished(tmp_path):
+    out = _run_script(tmp_path, """
+        import labfolio
+        run = labfolio.init(experiment="exit")
+        run.log({"a": 1.0})
+        print(run.id)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert open_store().get_run(out.stdout.strip()).state == "finished"
+
+
+def test_an_uncaught_exception_marks_the_run_failed_with_the_reason(tmp_path):
+    out = _run_script(tmp_path, """
+        import labfolio
+        run = labfolio.init(experiment="boom")
+        print(run.id, flush=True)
+        run.log({"a": 1.0})
+        raise RuntimeError("diverged at step 12")
+    """)
+    assert out.returncode == 1 and "diverged at step 12" in out.stderr  # the traceback still shows
+    record = open_store().get_run(out.stdout.strip())
+    assert record.state == "failed" and record.exit_reason == "RuntimeError: diverged at step 12"
+    assert record.point_count == 1
