@@ -103,7 +103,11 @@ class ExternalPostgres:
     """A server someone else started (CI's), named by LABFOLIO_TEST_POSTGRES_URL."""
 
     def __init__(self, admin_url: str):
+        from urllib.parse import urlsplit
+
         self.admin_url = admin_url
+        # Tests that simulate an outage swap the port, so it must be known for external servers too.
+        self.port = urlsplit(admin_url.replace("postgresql+psycopg://", "postgresql://")).port or 5432
 
     def start(self) -> "ExternalPostgres":
         return self

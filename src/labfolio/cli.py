@@ -46,7 +46,8 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except LabfolioError as exc:
-            Console(stderr=True, highlight=False).print(f"[bold red]Error:[/] {escape(str(exc))}")
+            # soft_wrap: a long path in the message must not be broken across lines
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {escape(str(exc))}")
             raise typer.Exit(1)
 
     return wrapper

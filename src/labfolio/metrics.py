@@ -248,7 +248,7 @@ def scatter_png(
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     colormap = _colormap(len(names))
-    point_size = max(1.0, min(12.0, 3000.0 / max(len(points), 1)))
+    point_size = max(3.0, min(14.0, 6000.0 / max(len(points), 1)))
     other = groups == -1
     if other.any():
         axes.scatter(points[other, 0], points[other, 1], s=point_size, c="#c8c8c8", alpha=0.4,

@@ -263,9 +263,10 @@ def test_missing_jpeg_tree_names_the_path(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CIFAR10_JPEG.exists(), reason="shared CIFAR-10 JPEG archive not present")
-def test_shared_cifar10_jpeg_archive_has_50000_train_10000_test_images_in_10_classes(pytestconfig):
+def test_shared_cifar10_jpeg_archive_has_50000_train_10000_test_images_in_10_classes(pytestconfig, tmp_path):
     # the pytest cache persists between sessions, so only the first run pays for JPEG decoding
-    cache = pytestconfig.cache.mkdir("labfolio-datasets")
+    cache_plugin = getattr(pytestconfig, "cache", None)
+    cache = cache_plugin.mkdir("labfolio-datasets") if cache_plugin is not None else tmp_path
     dataset = load_image_dataset("cifar10", data_dir=SHARED, cache_dir=cache)
     assert dataset.train.images.shape == (50000, 3, 32, 32)
     assert dataset.test.images.shape == (10000, 3, 32, 32)

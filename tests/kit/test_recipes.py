@@ -11,8 +11,7 @@ torch = pytest.importorskip("torch")
 
 import labfolio  # noqa: E402
 from labfolio.kit.connections import ConnectionConfig  # noqa: E402
-from labfolio.kit.recipes import ConnectionFields, RecipeResult, connection_config, parse_config  # noqa: E402
-from labfolio.kit.recipes import classify, lm  # noqa: E402
+from labfolio.kit.recipes import ConnectionFields, RecipeResult, classify, connection_config, lm, parse_config  # noqa: E402  # noqa: E402
 
 CLASSIFY_KEYS = {"train/loss", "lr", "grad_norm", "epoch", "test/loss", "test/acc", "test/knn_acc",
                  "test/silhouette", "test/eff_rank"}

@@ -568,6 +568,19 @@ class SQLStore:
             return list(conn.execute(select(t.runs.c.run_id).where(
                 t.runs.c.state == "running", t.runs.c.heartbeat_at < cutoff)).scalars())
 
+    # ------------------------------------------------------------------ DataFrames (labfolio.export)
+    def runs_frame(self, run_ids=None, *, backend: str = "pandas", **filters):
+        """One row per run with ``config.*`` and ``summary.*`` columns; see ``export.runs_frame``."""
+        from ..export import runs_frame
+
+        return runs_frame(self, run_ids, backend=backend, **filters)
+
+    def history_frame(self, run_id: str, keys=None, *, wide: bool = False, backend: str = "pandas"):
+        """A run's points as a pandas or polars DataFrame; see ``export.history_frame``."""
+        from ..export import history_frame
+
+        return history_frame(self, run_id, keys, wide=wide, backend=backend)
+
 
 def _nan_if_none(value, count: int):
     # SQLite stores a logged NaN as NULL; a summary row with points but no last value was a NaN.

@@ -198,7 +198,7 @@ def config_from_mapping(cls: type, values: dict[str, Any], source: str, base: An
             raise labfolio.ConfigError(
                 f"{source}: unknown config key {key!r}"
                 + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                + f"; run with --help to list the keys"
+                + "; run with --help to list the keys"
             )
         checked[key] = _check_value(key, hints[key], value, source)
     return dataclasses.replace(base if base is not None else cls(), **checked)

@@ -1,0 +1,128 @@
+"""``RunView``: the plain-data picture of one run that every analysis function takes.
+
+The store (or a test) builds these; analysis never reads the store itself. A view carries only
+what seed statistics, config diffs and status need: identity, state, config, a summary, and the
+run's status (a human override, and the status proposed from its alerts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from labfolio.analysis.errors import AnalysisInputError
+
+__all__ = [
+    "RunView",
+    "RUN_STATES",
+    "STATUS_VALUES",
+    "DEFAULT_EXCLUDED_STATES",
+    "exclusion_reason",
+]
+
+RUN_STATES = ("running", "finished", "crashed", "killed", "failed")
+STATUS_VALUES = ("valid", "partially_invalid", "invalid")
+# A crashed or failed run's summary is whatever it had reached when it died: not a result.
+DEFAULT_EXCLUDED_STATES = ("crashed", "failed")
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run as analysis sees it.
+
+    ``summary`` maps a metric to one number per run: the final value, or whichever aggregate the
+    caller picked (best, mean of the last N). ``status_override`` is a human's verdict and wins
+    over ``proposed_status``, the status derived from the run's alerts.
+    """
+
+    run_id: str  # unique id of the run in its store
+    experiment: str  # the question this run belongs to, e.g. "baseline_cifar10_004"
+    variant: str  # the configuration inside the experiment, e.g. "mhc"
+    seed: int | None = None  # the run's seed; None when unknown
+    state: str = "finished"  # running | finished | crashed | killed | failed
+    config: Mapping[str, Any] = field(default_factory=dict)  # full nested config, with defaults
+    summary: Mapping[str, float] = field(default_factory=dict)  # metric -> one value per run
+    status_override: str | None = None  # a human's verdict: valid | partially_invalid | invalid
+    status_reason: str | None = None  # why the human set the override
+    proposed_status: str | None = None  # status proposed from alerts (same values), if computed
+    proposed_reason: str | None = None  # the reason that came with proposed_status
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run_id, str) or not self.run_id:
+            raise AnalysisInputError(f"RunView.run_id must be a non-empty string, got {self.run_id!r}")
+        for name in ("experiment", "variant"):
+            if not isinstance(getattr(self, name), str):
+                raise AnalysisInputError(
+                    f"RunView.{name} of run {self.run_id} must be a string, got {getattr(self, name)!r}"
+                )
+        if self.state not in RUN_STATES:
+            raise AnalysisInputError(
+                f"run {self.run_id}: state must be one of {', '.join(RUN_STATES)}, got {self.state!r}"
+            )
+        for name in ("status_override", "proposed_status"):
+            value = getattr(self, name)
+            if value is not None and value not in STATUS_VALUES:
+                raise AnalysisInputError(
+                    f"run {self.run_id}: {name} must be None or one of {', '.join(STATUS_VALUES)}, "
+                    f"got {value!r}"
+                )
+        if not isinstance(self.config, Mapping):
+            raise AnalysisInputError(f"run {self.run_id}: config must be a mapping, got {type(self.config).__name__}")
+        if not isinstance(self.summary, Mapping):
+            raise AnalysisInputError(
+                f"run {self.run_id}: summary must be a mapping of metric -> number, "
+                f"got {type(self.summary).__name__}"
+            )
+
+    @property
+    def effective_status(self) -> str | None:
+        """The human override when there is one, else the proposed status (None if neither)."""
+        return self.status_override if self.status_override is not None else self.proposed_status
+
+    @property
+    def effective_reason(self) -> str | None:
+        """The reason that goes with ``effective_status``."""
+        return self.status_reason if self.status_override is not None else self.proposed_reason
+
+    def metric(self, name: str) -> float | None:
+        """The summary value of `name` as a float, or None when it is missing or not a number."""
+        value = self.summary.get(name)
+        if value is None or isinstance(value, bool):
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def label(self) -> str:
+        """How reports name this run: 'seed 3 (run abc123)', or the run id alone."""
+        return f"seed {self.seed} (run {self.run_id})" if self.seed is not None else f"run {self.run_id}"
+
+
+def exclusion_reason(
+    run: RunView,
+    *,
+    include_invalid: bool = False,
+    excluded_states: Iterable[str] = DEFAULT_EXCLUDED_STATES,
+) -> str | None:
+    """Why `run` is left out of comparisons, or None when it is kept.
+
+    A human override always wins: a run marked valid is kept even if it crashed (the human has
+    looked at it), and a run marked invalid is dropped whatever its state. Without an override, a
+    crashed/failed state or a proposed status of invalid drops it.
+    """
+    if include_invalid:
+        return None
+    if run.status_override == "invalid":
+        return "marked invalid" + (f": {run.status_reason}" if run.status_reason else "")
+    if run.status_override is not None:
+        return None
+    excluded_states = tuple(excluded_states)
+    if run.state in excluded_states:
+        return run.state
+    if run.proposed_status == "invalid":
+        return "proposed invalid" + (f": {run.proposed_reason}" if run.proposed_reason else "")
+    return None
+

@@ -1,0 +1,95 @@
+"""What every note writer needs besides the snapshot: statuses, cached results, links, plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from ..store.records import RunRecord
+from .mdtext import safe_name
+from .results import ResultsCache, experiment_results, propose_run_status
+from .snapshot import ExperimentInfo, Snapshot
+
+__all__ = ["Context", "build_context", "EXPERIMENTS_DIR", "MASTER_LOG", "EXPERIMENT_LOG"]
+
+EXPERIMENTS_DIR = "experiments"
+MASTER_LOG = "Master Experiment Log.md"
+EXPERIMENT_LOG = "Experiment Log.md"
+
+
+@dataclass
+class Context:
+    snapshot: Snapshot
+    proposals: dict[str, Any]  # run id -> analysis StatusProposal
+    cache: ResultsCache
+    rules: list = field(default_factory=list)  # project health rules (analysis Rule)
+    plots: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # experiment -> [(caption, vault path)]
+    _results: dict[str, dict] = field(default_factory=dict)
+    _memo: dict[tuple, Any] = field(default_factory=dict)
+    _evals: dict[tuple[str, str], list[RunRecord]] | None = None
+
+    def memo(self, key: tuple, compute):
+        """compute() once per key: config diffs are asked for by several notes of one experiment."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def variant_diffs(self, exp: ExperimentInfo) -> dict:
+        from .results import variant_diffs
+
+        return self.memo(("variant_diffs", exp.name), lambda: variant_diffs(exp))
+
+    def evaluations_of(self, exp: ExperimentInfo, variant: str) -> list[RunRecord]:
+        """Evaluation-only runs of a variant: those of its runs' checkpoints and those filed under it."""
+        if self._evals is None:
+            owner = {run.run_id: (run.experiment, run.variant) for run in self.snapshot.runs if not run.is_evaluation}
+            self._evals = {}
+            for run in self.snapshot.runs:
+                if run.is_evaluation:
+                    keys = {owner.get(run.evaluates or ""), (run.experiment, run.variant)} - {None}
+                    for key in keys:
+                        self._evals.setdefault(key, []).append(run)
+        return self._evals.get((exp.name, variant), [])
+
+    def results(self, exp: ExperimentInfo) -> dict:
+        if exp.name not in self._results:
+            self._results[exp.name] = experiment_results(exp, self.proposals, self.cache)
+        return self._results[exp.name]
+
+    # -- paths (relative to the vault root, without .md, as wikilinks want them) --
+    def experiment_note(self, exp: ExperimentInfo) -> str:
+        return f"{EXPERIMENTS_DIR}/{exp.folder}/experiment"
+
+    def variant_note(self, exp: ExperimentInfo, variant: str) -> str:
+        return f"{EXPERIMENTS_DIR}/{exp.folder}/variants/{safe_name(variant)}"
+
+    def experiment_link(self, name: str | None) -> str:
+        """[[experiments/x/experiment|x]] for a known experiment, else the name in backticks."""
+        if not name:
+            return "--"
+        exp = self.snapshot.by_name.get(name)
+        return f"[[{self.experiment_note(exp)}|{name}]]" if exp is not None else f"`{name}`"
+
+    def run_link(self, run: RunRecord, text: str = "run") -> str:
+        """The link for a run, made from its id: the dashboard when configured, else its variant note."""
+        base = self.snapshot.base_url
+        if base:
+            return f"[{text}]({base}/runs/{quote(run.run_id, safe='')})"
+        exp = self.snapshot.by_name.get(run.experiment)
+        if exp is None:
+            return f"`{run.run_id}`"
+        return f"[[{self.variant_note(exp, run.variant)}|{text}]]"
+
+    def run_ref(self, run_id: str | None) -> str:
+        """A run id as a link to that run when it is in the store, else as written."""
+        if not run_id:
+            return "--"
+        run = self.snapshot.run_by_id.get(run_id)
+        return self.run_link(run, run_id) if run is not None else f"`{run_id}`"
+
+
+def build_context(snapshot: Snapshot, cache: ResultsCache, rules: list | None = None) -> Context:
+    proposals = {run.run_id: propose_run_status(run, snapshot.alerts.get(run.run_id, ()))
+                 for run in snapshot.runs}
+    return Context(snapshot=snapshot, proposals=proposals, cache=cache, rules=list(rules or []))

@@ -1,0 +1,246 @@
+"""``experiments/<name>/experiment.md``: one note per experiment (NOTEBOOK_FORMAT.md §2).
+
+Written from the store: the header (lineage, status, dates), parameters & setup (the config all
+runs share and what varies between variants), variant wikilinks with their diff against the
+baseline, results with plots, and the metrics-to-watch table judged per variant. The hypothesis,
+observations & conclusions (Dataview ``key:: value`` fields) and the researcher's own
+metrics-to-watch table are the human's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .context import EXPERIMENT_LOG, Context
+from .mdtext import format_date, format_number_text, render_table
+from .results import experiment_status, mislabelled_variants, status_label
+from .sections import FRONTMATTER_FIELD, Layout, Slot, render_note, with_human_frontmatter
+from .snapshot import ExperimentInfo
+
+__all__ = ["LAYOUT", "FRONTMATTER_KEYS", "render_experiment_note", "experiment_frontmatter", "experiment_rules", "rules_lines",
+           "config_block"]
+
+LAYOUT = Layout((
+    Slot("note", None, block="header"),
+    Slot("hypothesis", "## Hypothesis", ("hypothesis", "hypotheses")),
+    Slot("setup", "## Parameters & Setup",
+         ("parameters and setup", "parameters setup", "parameters", "setup", "params", "config",
+          "configuration", "hyperparameters", "setup and parameters"), "setup"),
+    Slot("variants_notes", "## Variants", ("variants", "variant", "varients", "varient"), "variants"),
+    Slot("results_discussion", "## Results", ("results", "result"), "results"),
+    Slot("findings", "## Observations & Conclusions",
+         ("observations and conclusions", "observations conclusions", "observations", "conclusions",
+          "conclusion", "findings", "key findings", "observations and conclusion")),
+    Slot("rules", "## Metrics to watch",
+         ("metrics to watch", "metrics to monitor", "health rules", "rules", "what to watch", "metrics"),
+         "rules_table"),
+))
+
+
+FRONTMATTER_KEYS = ("type", "experiment", "project", "previous", "variants", "baseline", "status", "tags", "runs",
+                    "started", "ended", "machines")
+
+
+def experiment_frontmatter(ctx: Context, exp: ExperimentInfo) -> dict:
+    runs = [*exp.runs, *exp.eval_runs]
+    status, _ = experiment_status(runs, ctx.proposals)
+    machines = sorted({r.machine or r.host for r in runs if r.machine or r.host})
+    front: dict[str, Any] = {
+        "type": "experiment",
+        "experiment": exp.name,
+        "project": exp.project or None,
+        "previous": exp.previous,
+        "variants": exp.variants,
+        "baseline": exp.baseline,
+        "status": status,
+        "tags": exp.tags,
+        "runs": len(runs),
+        "started": format_date(exp.started_at) if exp.started_at is not None else None,
+        "ended": format_date(exp.ended_at) if exp.ended_at is not None else None,
+        "machines": machines,
+    }
+    return {k: v for k, v in front.items() if v is not None}
+
+
+def config_block(flat: Mapping[str, Any]) -> list[str]:
+    """A fenced YAML-ish block of flat `key: value` lines (values as JSON, so nothing is hidden)."""
+    lines = ["```yaml"]
+    for key, value in flat.items():
+        text = value if isinstance(value, str) and value and value.strip() == value and "\n" not in value \
+            and not value[0] in "[{\"'&*!|>%@`#" and ": " not in value else json.dumps(value, default=str)
+        lines.append(f"{key}: {text}")
+    lines.append("```")
+    return lines
+
+
+def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
+    from ..analysis.diff import VARIES, flatten_config, is_ignored, shared_config
+
+    runs = [r for r in exp.runs if r.config]
+    if not runs:
+        return ["No config recorded for this experiment's runs."]
+    shared = shared_config([r.config for r in runs])
+    fixed = {k: v for k, v in shared.items() if v is not VARIES}
+    varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k)]  # seeds, paths: expected
+    lines = [f"Config shared by all {len(runs)} runs (defaults included):", "", *config_block(fixed)] if fixed \
+        else [f"No config key has the same value in all {len(runs)} runs."]
+    if varying:
+        lines += ["", "Varies between runs:", ""]
+        for key in varying:
+            per_variant = []
+            for variant in exp.variants:
+                values = list(dict.fromkeys(json.dumps(flatten_config(r.config).get(key), default=str)
+                                            for r in runs if r.variant == variant))
+                if values:
+                    per_variant.append(f"{variant}: {' / '.join(values)}")
+            lines.append(f"- `{key}` — {'; '.join(per_variant)}")
+    for variant, keys in sorted(mislabelled_variants(exp).items()):
+        lines += ["", f"> ⚠️ runs labelled `{variant}` disagree on {', '.join(keys)}: a run may be mislabelled"]
+    return lines
+
+
+def _variants_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
+    if not exp.variants:
+        return ["No variants yet."]
+    diffs = ctx.variant_diffs(exp)
+    lines = []
+    for variant in exp.variants:
+        runs = exp.runs_of(variant)
+        parts = [f"- [[{ctx.variant_note(exp, variant)}|{variant}]]"]
+        if variant == exp.baseline:
+            parts.append("(baseline)")
+        if any("current" in (r.tags or []) for r in runs):
+            parts.append("**CURRENT**")
+        text = " ".join(parts) + f" — {len(runs)} run{'s' if len(runs) != 1 else ''}"
+        if variant in diffs:
+            text += f"; vs {exp.baseline}: {diffs[variant].render()}"
+        lines.append(text)
+    return lines
+
+
+def _results_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
+    result = ctx.results(exp)
+    metrics = result["metrics"]
+    lines: list[str] = []
+    if result["variants"]:
+        header = ["Variant", "Runs", *metrics]
+        rows = []
+        for variant, info in result["variants"].items():
+            label = f"{variant} (baseline)" if variant == result["baseline"] else variant
+            rows.append([label, str(info["n"]), *[info["cells"].get(m, "--") for m in metrics]])
+        lines += render_table(header, rows)
+        if result["verdict_lines"]:
+            lines += ["", *[f"- {c['variant']}: {c['text']}" for c in result["verdict_lines"]]]
+        for message in result["lucky"]:
+            lines.append(f"- ⚠️ {message}")
+        if result["excluded"]:
+            lines.append(f"- {result['excluded']}")
+    else:
+        lines.append("No runs yet.")
+    for caption, path in ctx.plots.get(exp.name, []):
+        lines += ["", f"{caption}:", "", f"![[{path}]]"]
+    return lines
+
+
+def experiment_rules(ctx: Context, exp: ExperimentInfo) -> list:
+    """Project rules merged with the rules of this experiment's own metrics-to-watch table."""
+    from ..analysis import merge_rules, parse_metrics_table
+
+    own = parse_metrics_table(exp.notes.get("rules") or "").rules
+    return merge_rules(ctx.rules, own)
+
+
+_HEALTH_ICON = {"good": "✅", "watch": "⚠️", "bad": "❌"}
+
+
+def _judge(rule, entry) -> tuple[str, float] | str | None:
+    """(health, value) of a rule on a run's summary entry; the value as written when it is not a
+    number; None when only the series can tell (relative ranges, windows, start steps)."""
+    if entry.count == 0:  # a value set or imported without a series
+        value = entry.value
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None if value is None else str(value)
+        return str(rule.judge(float(value))), float(value)
+    if rule.relative or rule.start_step is not None or rule.aggregation == "mean_last_N":
+        return None
+    if rule.aggregation == "last":
+        value = entry.value
+    elif entry.nonfinite:
+        value = math.nan
+    else:
+        value = entry.min if rule.aggregation == "min" else entry.max
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return str(rule.judge(float(value))), float(value)
+
+
+def rules_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
+    """The metrics-to-watch table: each rule that applies, judged per variant (worst run first)."""
+    rules = experiment_rules(ctx, exp)
+    keys = sorted({key for r in exp.runs for key in r.summary})
+    variants = [v for v in exp.variants if exp.runs_of(v)]
+    rows = []
+    own = {rule.metric for rule in _own_rules(exp)}
+    for rule in rules:
+        matched = [key for key in keys if rule.matches(key)]
+        if not matched and rule.metric not in own:
+            continue
+        for key in matched or [rule.metric]:
+            cells = []
+            for variant in variants:
+                outcomes = [_judge(rule, r.summary[key]) for r in exp.runs_of(variant) if key in r.summary]
+                judged = [j for j in outcomes if isinstance(j, tuple)]
+                written = [j for j in outcomes if isinstance(j, str)]
+                if not judged and written:
+                    cells.append("not a number: " + " / ".join(dict.fromkeys(written)))
+                    continue
+                if not judged:
+                    needs_history = any(key in r.summary for r in exp.runs_of(variant))
+                    cells.append("judged on the series (see alerts)" if needs_history else "no data")
+                    continue
+                worst = max(judged, key=lambda j: ("good", "watch", "bad").index(j[0]))[0]
+                count = sum(1 for j in judged if j[0] == worst)
+                finite = [v for _, v in judged if math.isfinite(v)]
+                mean = format_number_text(sum(finite) / len(finite)) if finite else "NaN"
+                cells.append(f"{_HEALTH_ICON[worst]} {worst} ({count}/{len(judged)}) · {mean}")
+            metric = key if key == rule.metric else f"{key} (rule `{rule.metric}`)"
+            if any(c in metric for c in "*?[") and "`" not in metric:
+                metric = f"`{metric}`"
+            rows.append([metric, rule.good or "--", rule.bad or "--", rule.note, *cells])
+    if not rows:
+        return ["No health rule applies to this experiment's metrics. Add a row to the table below "
+                "(| Metric | Good Value | Bad Value | Notes |) or to .labfolio/rules.yaml."]
+    return render_table(["Metric", "Good Value", "Bad Value", "Notes", *variants], rows)
+
+
+def _own_rules(exp: ExperimentInfo) -> Sequence:
+    from ..analysis import parse_metrics_table
+
+    return parse_metrics_table(exp.notes.get("rules") or "").rules
+
+
+def _header_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
+    runs = [*exp.runs, *exp.eval_runs]
+    status, reason = experiment_status(runs, ctx.proposals)
+    followers = [e.name for e in ctx.snapshot.experiments if e.previous == exp.name]
+    lines = [f"Log: [[{EXPERIMENT_LOG[:-3]}]] · Previous: {ctx.experiment_link(exp.previous)}"
+             + (f" · Next: {', '.join(ctx.experiment_link(n) for n in followers)}" if followers else "")]
+    span = f"{format_date(exp.started_at)} → {format_date(exp.ended_at)}" if runs else "no runs yet"
+    lines.append(f"Runs: {len(exp.runs)} training, {len(exp.eval_runs)} evaluation-only ({span}) · "
+                 f"Status: {status_label(status, reason) if status else '--'}")
+    return lines
+
+
+def render_experiment_note(ctx: Context, exp: ExperimentInfo) -> str:
+    blocks = {
+        "header": _header_lines(ctx, exp),
+        "setup": _setup_lines(ctx, exp),
+        "variants": _variants_lines(ctx, exp),
+        "results": _results_lines(ctx, exp),
+        "rules_table": rules_lines(ctx, exp),
+    }
+    front = with_human_frontmatter(experiment_frontmatter(ctx, exp), exp.notes.get(FRONTMATTER_FIELD))
+    return render_note(front, f"Experiment: {exp.name}", LAYOUT, exp.notes, blocks)

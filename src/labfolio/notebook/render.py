@@ -1,0 +1,249 @@
+"""Writing the vault: every note rendered from a snapshot, only changed files rewritten.
+
+``write_vault`` first reads human edits back into the store (``sync_vault``), then renders:
+
+    notebook/
+      Master Experiment Log.md
+      Experiment Log.md
+      experiments/<name>/experiment.md
+      experiments/<name>/variants/<variant>.md
+      experiments/<name>/plots/*.png
+      .labfolio/state.json, cache.json      (what was written; cached seed statistics)
+
+Nothing in a note depends on the clock: dates come from the runs, so regenerating an unchanged
+store gives byte-identical files, and no file is written at all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..settings import find_project_root
+from .context import EXPERIMENT_LOG, MASTER_LOG, Context, build_context
+from .experiment_log import ENTRY_LAYOUT, render_experiment_log
+from .experiment_note import LAYOUT as EXPERIMENT_LAYOUT
+from .experiment_note import render_experiment_note
+from .master_log import LAYOUT as MASTER_LAYOUT
+from .master_log import render_master_log
+from .mdtext import safe_name
+from .plots import draw_plot, plan_plots
+from .results import ResultsCache
+from .experiment_log import FRONTMATTER_NOTE_FIELD as LOG_FRONT_FIELD
+from .master_log import FRONTMATTER_NOTE_FIELD as MASTER_FRONT_FIELD
+from .sections import FRONTMATTER_FIELD, Layout, Slot, normalize_human, render_note
+from .snapshot import PROJECT_OWNER, read_snapshot
+from .state import STATE_DIR, VaultState, field_key, text_hash, write_if_changed
+from .variant_note import LAYOUT as VARIANT_LAYOUT
+from .variant_note import render_variant_note
+
+__all__ = ["VaultReport", "RenderedFile", "write_vault", "render_files", "default_vault_dir", "page_path",
+           "PAGE_LAYOUT", "PAGE_PREFIX"]
+
+PAGE_PREFIX = "page:"  # project field holding an imported free-form page ('page:Index' -> Index.md)
+PAGE_LAYOUT = Layout((Slot("page", None),), level=1)
+_BACKUP_SUFFIX = " (before labfolio)"
+
+
+def default_vault_dir(root: str | os.PathLike | None = None) -> Path:
+    """``notebook/`` at the project root."""
+    return find_project_root(root) / "notebook"
+
+
+def page_path(name: str) -> str:
+    return f"{safe_name(name)}.md"
+
+
+@dataclass
+class RenderedFile:
+    content: str
+    fields: dict[str, str]  # field key -> the human text written (normalised)
+
+
+@dataclass
+class VaultReport:
+    """What ``write_vault`` did."""
+
+    out_dir: Path
+    written: list[str] = field(default_factory=list)  # notes rewritten (vault-relative paths)
+    unchanged: int = 0  # notes left alone because their content did not change
+    removed: list[str] = field(default_factory=list)  # notes of experiments no longer in the store
+    plots_drawn: list[str] = field(default_factory=list)
+    plots_kept: int = 0
+    backups: list[str] = field(default_factory=list)  # hand-written files moved aside before writing
+    warnings: list[str] = field(default_factory=list)
+    sync: object = None  # the SyncReport of the edits read back first (None without sync)
+    seconds: float = 0.0
+
+    @property
+    def files_written(self) -> int:
+        return len(self.written) + len(self.plots_drawn)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.written)} note(s) written, {self.unchanged} unchanged"]
+        if self.plots_drawn or self.plots_kept:
+            parts.append(f"{len(self.plots_drawn)} plot(s) drawn, {self.plots_kept} kept")
+        if self.removed:
+            parts.append(f"{len(self.removed)} removed")
+        return f"{', '.join(parts)} in {self.out_dir} ({self.seconds:.2f} s)"
+
+
+def _human_fields(scope: str, owner: str, layout: Layout, values: dict[str, str]) -> dict[str, str]:
+    return {field_key(scope, owner, slot.field): normalize_human(values.get(slot.field)) for slot in layout.slots}
+
+
+def _front_field(scope: str, owner: str, name: str, notes: dict[str, str]) -> dict[str, str]:
+    return {field_key(scope, owner, name): normalize_human(notes.get(name))}
+
+
+def _master_cells(content: str) -> dict[str, str]:
+    """Status and Conclusion cells of the master log's run tables, keyed like note fields."""
+    from .sync import master_table_cells
+
+    return {field_key("run", run_id, name): text for (run_id, name), text in master_table_cells(content).items()}
+
+
+def render_files(ctx: Context) -> dict[str, RenderedFile]:
+    """Every note of the vault: path -> content and the human fields it shows."""
+    snapshot = ctx.snapshot
+    files: dict[str, RenderedFile] = {}
+    master = render_master_log(ctx)
+    fields = _human_fields("project", PROJECT_OWNER, MASTER_LAYOUT, snapshot.project_notes)
+    fields.update(_master_cells(master))
+    fields.update(_front_field("project", PROJECT_OWNER, MASTER_FRONT_FIELD, snapshot.project_notes))
+    files[MASTER_LOG] = RenderedFile(master, fields)
+    log_fields = {field_key("project", PROJECT_OWNER, name): normalize_human(snapshot.project_notes.get(name))
+                  for name in ("log_preamble", "log_trailer", LOG_FRONT_FIELD)}
+    for exp in snapshot.experiments:
+        log_fields.update(_human_fields("experiment", exp.name, ENTRY_LAYOUT, exp.notes))
+    files[EXPERIMENT_LOG] = RenderedFile(render_experiment_log(ctx), log_fields)
+    for exp in snapshot.experiments:
+        base = f"experiments/{exp.folder}"
+        fields = _human_fields("experiment", exp.name, EXPERIMENT_LAYOUT, exp.notes)
+        fields.update(_front_field("experiment", exp.name, FRONTMATTER_FIELD, exp.notes))
+        files[f"{base}/experiment.md"] = RenderedFile(render_experiment_note(ctx, exp), fields)
+        for variant in exp.variants:
+            owner = f"{exp.name}/{variant}"
+            notes = exp.variant_notes.get(variant, {})
+            fields = _human_fields("variant", owner, VARIANT_LAYOUT, notes)
+            fields.update(_front_field("variant", owner, FRONTMATTER_FIELD, notes))
+            files[f"{ctx.variant_note(exp, variant)}.md"] = RenderedFile(render_variant_note(ctx, exp, variant), fields)
+    for name, value in sorted(snapshot.project_notes.items()):
+        if name.startswith(PAGE_PREFIX) and normalize_human(value):
+            path = page_path(name[len(PAGE_PREFIX):])
+            if path in files:
+                continue
+            content = render_note({"type": "page"}, None, PAGE_LAYOUT, {"page": value}, {})
+            files[path] = RenderedFile(content, {field_key("project", PROJECT_OWNER, name): normalize_human(value)})
+    return files
+
+
+def _is_managed(path: Path, relpath: str, state: VaultState) -> bool:
+    if relpath in state.files:
+        return True
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "labfolio:begin" in head or "written by `labfolio notes`" in head
+
+
+def _backup(path: Path) -> Path:
+    candidate = path.with_name(f"{path.stem}{_BACKUP_SUFFIX}{path.suffix}")
+    counter = 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}{_BACKUP_SUFFIX} {counter}{path.suffix}")
+        counter += 1
+    path.rename(candidate)
+    return candidate
+
+
+def _load_rules(root: Path | None):
+    from ..analysis import load_project_rules
+
+    return load_project_rules(root or Path("."))
+
+
+def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool = True, plots: bool = True,
+                base_url: str | None = None, root: str | os.PathLike | None = None) -> VaultReport:
+    """Write or refresh the Obsidian vault for `store` in `out_dir` (default ``notebook/`` at the
+    project root). Human edits are read back into the store first (``sync=False`` skips that)."""
+    started = time.perf_counter()
+    project_root = find_project_root(root)
+    vault = Path(out_dir) if out_dir is not None else default_vault_dir(project_root)
+    vault.mkdir(parents=True, exist_ok=True)
+    state = VaultState.load(vault)
+    report = VaultReport(out_dir=vault)
+    if sync:
+        from .sync import sync_vault
+
+        report.sync = sync_vault(store, vault, state=state)
+        report.warnings += list(report.sync.warnings)
+    snapshot = read_snapshot(store, root=project_root, base_url=base_url, with_artifacts=plots)
+    cache = ResultsCache(vault / STATE_DIR / "cache.json")
+    ctx = build_context(snapshot, cache, _load_rules(project_root))
+    plot_specs = {}
+    if plots:
+        for exp in snapshot.experiments:
+            specs = plan_plots(exp, ctx.results(exp)["metrics"], snapshot.artifacts)
+            plot_specs[exp.name] = specs
+            ctx.plots[exp.name] = [(spec.caption, spec.path) for spec in specs]
+    files = render_files(ctx)
+    new_files: dict[str, dict] = {}
+    for relpath, rendered in files.items():
+        path = vault / relpath
+        if path.exists() and not _is_managed(path, relpath, state):
+            report.backups.append(str(_backup(path).relative_to(vault)))
+            report.warnings.append(f"{relpath} was not written by labfolio: moved to {report.backups[-1]} "
+                                   "(bring its content into the store with `labfolio import notes`)")
+        if write_if_changed(path, rendered.content):
+            report.written.append(relpath)
+        else:
+            report.unchanged += 1
+        new_files[relpath] = {"sha": text_hash(rendered.content),
+                              "fields": {key: text_hash(value) for key, value in rendered.fields.items()}}
+    for relpath, old in sorted(state.files.items()):
+        if relpath in files:
+            continue
+        path = vault / relpath
+        try:
+            untouched = path.is_file() and text_hash(path.read_text(encoding="utf-8")) == old.get("sha")
+        except OSError:
+            untouched = False
+        if untouched:
+            path.unlink()
+            report.removed.append(relpath)
+        elif path.exists():
+            report.warnings.append(f"{relpath}: its experiment is gone from the store, but the note was "
+                                   "edited, so it is kept")
+    new_plots: dict[str, str] = {}
+    for exp in snapshot.experiments:
+        for spec in plot_specs.get(exp.name, []):
+            path = vault / spec.path
+            new_plots[spec.path] = spec.fingerprint
+            if state.plots.get(spec.path) == spec.fingerprint and path.is_file():
+                report.plots_kept += 1
+                continue
+            try:
+                png = draw_plot(spec, exp, store, snapshot.artifacts)
+            except Exception as error:  # a plot must never cost the notes
+                report.warnings.append(f"{spec.path}: could not draw ({type(error).__name__}: {error})")
+                new_plots.pop(spec.path, None)
+                continue
+            if write_if_changed(path, png):
+                report.plots_drawn.append(spec.path)
+            else:
+                report.plots_kept += 1
+    if not plots:
+        new_plots = {path: fp for path, fp in state.plots.items() if (vault / path).is_file()}
+    state.files = new_files
+    state.plots = new_plots
+    state.folders = {exp.folder: exp.name for exp in snapshot.experiments}
+    state.variants = {f"{exp.folder}/{safe_name(v)}": [exp.name, v] for exp in snapshot.experiments
+                      for v in exp.variants}
+    state.save(vault)
+    cache.save()
+    report.seconds = time.perf_counter() - started
+    return report

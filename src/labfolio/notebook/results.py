@@ -1,0 +1,341 @@
+"""The bridge to ``labfolio.analysis``: run views, proposed statuses, seed statistics, diffs.
+
+Every number the notebook prints about a group of runs comes from the analysis functions
+(``seed_statistics``, ``diff_experiments``, ``diff_variants``, ``propose_status``); this module
+only picks which metrics to show and turns the results into plain, cacheable text.
+
+Seed statistics cost milliseconds per experiment (t quantiles, Welch tests, a bootstrap), which
+adds up to seconds on a thousand experiments. They are a pure function of the runs' summaries, so
+the text they produce is cached under a hash of exactly those inputs (``ResultsCache``): an
+experiment whose runs did not change is never recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..store.records import AlertRecord, RunRecord
+from .mdtext import format_number_text
+from .snapshot import ExperimentInfo, is_imported
+
+__all__ = [
+    "RESULTS_FORMAT_VERSION",
+    "ResultsCache",
+    "key_metrics",
+    "run_views",
+    "propose_run_status",
+    "status_label",
+    "experiment_status",
+    "experiment_results",
+    "previous_diff",
+    "variant_diffs",
+    "mislabelled_variants",
+    "values_as_written",
+]
+
+RESULTS_FORMAT_VERSION = 2  # bump when the cached text's shape changes
+_MAX_KEY_METRICS = 6
+_MAX_IMPORTED_METRICS = 16
+_PREFERRED_PREFIXES = ("test/", "val/", "valid/", "validation/", "eval/", "test_", "val_", "eval_")
+_NOT_RESULTS = re.compile(
+    r"(^|[/_.])(lr|learning_rate|step|steps|epoch|epochs|time|runtime|_runtime|timestamp)$"
+    r"|_per_s$|^(sys|system|gpu|cpu|mem|memory)[/_.]|grad_norm|^lr[/_]", re.I)
+
+
+def values_as_written(run: RunRecord) -> dict[str, str]:
+    """For an imported run: metric -> the cell text it was read from."""
+    written = (run.provenance or {}).get("values_as_written") or {}
+    return {str(k): str(v) for k, v in written.items()} if isinstance(written, Mapping) else {}
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def key_metrics(runs: Sequence[RunRecord]) -> list[str]:
+    """The metrics a results table shows: what imported rows carried (in their order), then the
+    evaluation metrics (test/, val/ ...), else the other logged metrics; never lr, steps, timings."""
+    imported: dict[str, None] = {}
+    for run in runs:
+        if is_imported(run):
+            for key in (run.provenance or {}).get("metric_order") or run.summary:
+                imported.setdefault(str(key), None)
+    preferred: dict[str, None] = {}
+    others: dict[str, None] = {}
+    for run in runs:
+        if is_imported(run):
+            continue
+        for key, entry in run.summary.items():
+            if not _numeric(entry.value) or _NOT_RESULTS.search(key):
+                continue
+            (preferred if key.lower().startswith(_PREFERRED_PREFIXES) else others).setdefault(key, None)
+    tracked = sorted(preferred) or sorted(others)
+    chosen = list(imported)[:_MAX_IMPORTED_METRICS]
+    chosen += [key for key in tracked if key not in imported][:_MAX_KEY_METRICS]
+    return chosen
+
+
+# -- statuses ----------------------------------------------------------------------------------
+
+def _analysis_alerts(records: Iterable[AlertRecord]):
+    from ..analysis import Alert
+
+    out = []
+    for record in records:
+        severity = record.severity if record.severity in ("info", "warning", "critical") else "warning"
+        out.append(Alert(record.kind or "alert", record.metric or "", record.step, severity,
+                         record.message or "", record.value))
+    return out
+
+
+def propose_run_status(run: RunRecord, alerts: Iterable[AlertRecord]):
+    """The analysis ``StatusProposal`` for `run`: the human override if any, else from alerts."""
+    from ..analysis import propose_status
+
+    return propose_status(run.state, _analysis_alerts(alerts), override=run.status,
+                          override_reason=run.status_reason)
+
+
+def status_label(status: str | None, reason: str | None = None) -> str:
+    """'✅ Valid', '⚠️ Partially invalid (reason)', '❌ Invalid (discard for comparison)'."""
+    from ..analysis import RunStatus
+
+    if status is None:
+        return "--"
+    return RunStatus(status).label(reason)
+
+
+def experiment_status(runs: Sequence[RunRecord], proposals: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(status, reason) of an experiment from its runs' statuses.
+
+    All valid: valid. All invalid: invalid. Otherwise partially invalid. The reason names each
+    distinct reason once, with the runs it applies to.
+    """
+    if not runs:
+        return None, None
+    statuses = [(run, proposals[run.run_id]) for run in runs]
+    bad = [(run, p) for run, p in statuses if p.status.value != "valid"]
+    if not bad:
+        return "valid", None
+    by_reason: dict[str, list[str]] = {}
+    for run, proposal in bad:
+        by_reason.setdefault(proposal.reason or proposal.status.value.replace("_", " "), []).append(run.run_id)
+    parts = []
+    for reason, run_ids in list(by_reason.items())[:3]:
+        who = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
+        parts.append(reason if len(bad) == len(statuses) and len(by_reason) == 1 else f"{reason} ({who})")
+    if len(by_reason) > 3:
+        parts.append(f"and {len(by_reason) - 3} more reasons")
+    reason_text = "; ".join(parts)
+    if len(bad) == len(statuses) and all(p.status.value == "invalid" for _, p in bad):
+        return "invalid", reason_text
+    if len(bad) == len(statuses) and len(by_reason) == 1:
+        return "partially_invalid", reason_text
+    return "partially_invalid", f"{len(bad)} of {len(statuses)} runs: {reason_text}"
+
+
+# -- seed statistics ---------------------------------------------------------------------------
+
+def run_views(runs: Iterable[RunRecord], proposals: Mapping[str, Any], *, config: bool = False):
+    """Analysis ``RunView``s of `runs` (proposed statuses attached)."""
+    from ..analysis import RunView
+
+    views = []
+    for run in runs:
+        proposal = proposals.get(run.run_id)
+        proposed = proposal.status.value if proposal is not None and not proposal.overridden else None
+        summary = {key: entry.value for key, entry in run.summary.items()}
+        views.append(RunView(
+            run_id=run.run_id, experiment=run.experiment, variant=run.variant, seed=run.seed,
+            state=run.state, config=run.config if config else {}, summary=summary,
+            status_override=run.status, status_reason=run.status_reason, proposed_status=proposed,
+            proposed_reason=proposal.reason if proposed else None))
+    return views
+
+
+class ResultsCache:
+    """Cached results text per experiment, keyed by a hash of the runs it was computed from."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._entries: dict[str, Any] = {}
+        self._used: set[str] = set()
+        self._dirty = False
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(loaded, dict) and loaded.get("version") == RESULTS_FORMAT_VERSION:
+                    self._entries = dict(loaded.get("entries") or {})
+            except (OSError, ValueError):
+                self._entries = {}
+
+    def get(self, key: str):
+        self._used.add(key)
+        return self._entries.get(key)
+
+    def put(self, key: str, value) -> None:
+        self._used.add(key)
+        self._entries[key] = value
+        self._dirty = True
+
+    def save(self) -> bool:
+        """Write the cache (only the entries used this time) if anything changed."""
+        if self.path is None:
+            return False
+        stale = set(self._entries) - self._used
+        if not self._dirty and not stale:
+            return False
+        for key in stale:
+            del self._entries[key]
+        text = json.dumps({"version": RESULTS_FORMAT_VERSION, "entries": self._entries},
+                          sort_keys=True, separators=(",", ":"))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.read_text(encoding="utf-8") == text:
+            return False
+        self.path.write_text(text, encoding="utf-8")
+        return True
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def _cell(values: list[tuple[Any, str | None]], summary) -> str:
+    """One results cell: the number as written for a single imported row, else mean ± std (n)."""
+    if not values:
+        return "--"
+    if len(values) == 1 and values[0][1] is not None:
+        return values[0][1]
+    if summary is not None and summary.n and all(_numeric(v) for v, _ in values):
+        return summary.format()
+    texts = [written if written is not None else format_number_text(v) for v, written in values]
+    return " / ".join(dict.fromkeys(texts))
+
+
+def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],
+                       cache: ResultsCache | None = None) -> dict:
+    """Results of one experiment as text: cells per variant and metric, verdicts, lucky runs.
+
+    ``{"metrics", "baseline", "variants": {v: {"n", "cells": {metric: text}}}, "comparisons":
+    [{"variant", "metric", "text", "verdict"}], "lucky": [...], "excluded": str, "notes": [...]}``
+    """
+    runs = exp.runs
+    metrics = key_metrics(runs)
+    baseline = exp.baseline if exp.baseline in {r.variant for r in runs} else None
+    inputs = [RESULTS_FORMAT_VERSION, exp.name, baseline, metrics, exp.variants]
+    for run in runs:
+        proposal = proposals.get(run.run_id)
+        inputs.append([run.run_id, run.variant, run.seed, run.state, run.status, run.status_reason,
+                       proposal.status.value if proposal else None, proposal.reason if proposal else None,
+                       [[m, _jsonable(run.summary[m].value) if m in run.summary else None] for m in metrics],
+                       values_as_written(run) if is_imported(run) else None])
+    key = hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    result = _compute_results(exp, runs, metrics, baseline, proposals)
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
+    from ..analysis import seed_statistics
+    from ..analysis.report import format_delta
+
+    variants = [v for v in exp.variants if any(r.variant == v for r in runs)]
+    result: dict = {"metrics": metrics, "baseline": baseline, "variants": {}, "comparisons": [],
+                    "verdict_lines": [], "lucky": [], "excluded": "", "notes": []}
+    if not runs:
+        return result
+    views = run_views(runs, proposals)
+    report = seed_statistics(views, metrics, baselines={exp.name: baseline} if baseline else None)
+    included = {rid for group in report.groups for rid in group.run_ids}
+    for variant in variants:
+        members = [r for r in runs if r.variant == variant and r.run_id in included]
+        try:
+            group = report.group(exp.name, variant)
+        except KeyError:
+            group = None
+        cells = {}
+        for metric in metrics:
+            values = []
+            for run in members:
+                entry = run.summary.get(metric)
+                if entry is None or entry.value is None:
+                    continue
+                written = values_as_written(run).get(metric) if is_imported(run) else None
+                values.append((entry.value, written))
+            summary = group.metrics.get(metric) if group is not None else None
+            cells[metric] = _cell(values, summary)
+        result["variants"][variant] = {"n": len(members), "cells": cells}
+    by_variant: dict[str, list] = {}
+    for comparison in report.comparisons:
+        if comparison.candidate.n and comparison.baseline.n:
+            by_variant.setdefault(comparison.variant, []).append(comparison)
+    for variant, comparisons in by_variant.items():
+        entries = [{"variant": variant, "metric": c.metric, "verdict": str(c.verdict), "delta": format_delta(c.delta),
+                    "text": f"{c.metric}: {format_delta(c.delta)} vs {c.baseline_variant} — **{c.verdict}** ({c.reason})"}
+                   for c in comparisons]
+        result["comparisons"] += entries
+        if all(str(c.verdict) == "insufficient seeds" for c in comparisons):
+            first = comparisons[0]
+            deltas = ", ".join(f"{e['metric']} {e['delta']}" for e in entries)
+            result["verdict_lines"].append({"variant": variant, "text": (
+                f"vs {first.baseline_variant}: **insufficient seeds** (n={first.candidate.n} vs baseline "
+                f"n={first.baseline.n}; at least 2 on each side are needed for a verdict); deltas: {deltas}")})
+        else:
+            result["verdict_lines"] += [{"variant": variant, "text": e["text"]} for e in entries]
+    result["lucky"] = [lucky.message for lucky in report.lucky_runs]
+    result["excluded"] = report.excluded_summary
+    result["notes"] = list(report.notes)
+    return result
+
+
+# -- config diffs ------------------------------------------------------------------------------
+
+def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None) -> tuple[list[str], str | None]:
+    """Bullet lines of the config diff from the previous experiment, and the confound warning."""
+    from ..analysis import diff_experiments
+
+    if previous is None:
+        return (["- no previous experiment recorded"] if not exp.previous
+                else [f"- previous experiment {exp.previous!r} is not in the store"]), None
+    current_runs = [r for r in exp.runs if r.config]
+    previous_runs = [r for r in previous.runs if r.config]
+    if not current_runs or not previous_runs:
+        missing = exp.name if not current_runs else previous.name
+        return [f"- no config recorded for the runs of {missing}, so no diff can be computed"], None
+    diff = diff_experiments(run_views(previous_runs, {}, config=True), run_views(current_runs, {}, config=True))
+    lines = diff.render_lines() or ["- no config differences"]
+    return lines, diff.confound_warning
+
+
+def variant_diffs(exp: ExperimentInfo) -> dict[str, Any]:
+    """Each variant's ``ConfigDiff`` against the baseline variant ({} without a usable baseline)."""
+    from ..analysis import diff_variants
+
+    runs = [r for r in exp.runs if r.config]
+    if not exp.baseline or not any(r.variant == exp.baseline for r in runs):
+        return {}
+    try:
+        return diff_variants(run_views(runs, {}, config=True), exp.baseline)
+    except KeyError:
+        return {}
+
+
+def mislabelled_variants(exp: ExperimentInfo) -> dict[str, tuple[str, ...]]:
+    """Variants whose runs disagree on config keys other than seeds and paths."""
+    from ..analysis import inconsistent_variant_keys
+
+    runs = [r for r in exp.runs if r.config]
+    return inconsistent_variant_keys(run_views(runs, {}, config=True)) if runs else {}

@@ -1,0 +1,83 @@
+"""What labfolio last wrote into a vault: ``<vault>/.labfolio/state.json``.
+
+For each note it wrote: the hash of the whole file, and the hash of every human section as it was
+written. Reading a note back, a section whose text differs from what was written is a human edit
+and goes to the store; one that is unchanged is left alone, so a newer value in the store (typed
+in the dashboard, or imported) is never overwritten by a stale file. A file whose hash is
+unchanged is not even parsed. Plot fingerprints live here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["VaultState", "STATE_DIR", "text_hash", "field_key", "split_field_key", "write_if_changed"]
+
+STATE_DIR = ".labfolio"
+_STATE_FILE = "state.json"
+_VERSION = 1
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def field_key(scope: str, owner: str, name: str) -> str:
+    """'experiment|gated_003|hypothesis' (owner may itself contain '|')."""
+    return f"{scope}|{owner}|{name}"
+
+
+def split_field_key(key: str) -> tuple[str, str, str]:
+    scope, rest = key.split("|", 1)
+    owner, name = rest.rsplit("|", 1)
+    return scope, owner, name
+
+
+def write_if_changed(path: Path, data: bytes | str) -> bool:
+    """Write `data` to `path` atomically unless the file already holds exactly that."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        if path.is_file() and path.stat().st_size == len(payload) and path.read_bytes() == payload:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_bytes(payload)
+    os.replace(temporary, path)
+    return True
+
+
+@dataclass
+class VaultState:
+    """The state file's content."""
+
+    files: dict[str, dict] = field(default_factory=dict)  # relpath -> {"sha": ..., "fields": {key: sha}}
+    folders: dict[str, str] = field(default_factory=dict)  # experiment folder -> experiment name
+    variants: dict[str, list[str]] = field(default_factory=dict)  # "folder/stem" -> [experiment, variant]
+    plots: dict[str, str] = field(default_factory=dict)  # plot relpath -> fingerprint
+
+    @classmethod
+    def load(cls, vault: Path) -> VaultState:
+        path = vault / STATE_DIR / _STATE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cls()
+        if not isinstance(data, dict) or data.get("version") != _VERSION:
+            return cls()
+        return cls(files=dict(data.get("files") or {}), folders=dict(data.get("folders") or {}),
+                   variants=dict(data.get("variants") or {}), plots=dict(data.get("plots") or {}))
+
+    def save(self, vault: Path) -> bool:
+        text = json.dumps({"version": _VERSION, "files": self.files, "folders": self.folders,
+                           "variants": self.variants, "plots": self.plots},
+                          sort_keys=True, indent=0, ensure_ascii=False)
+        return write_if_changed(vault / STATE_DIR / _STATE_FILE, text + "\n")
+
+    def field_hash(self, relpath: str, key: str) -> str | None:
+        return (self.files.get(relpath) or {}).get("fields", {}).get(key)
