@@ -198,24 +198,6 @@ def _flatten(config: dict, prefix: str = ""):
             yield name, value
 
 
-@app.command("export")
-@friendly_errors
-def export_command(
-    run: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-    fmt: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: RUN.FORMAT)."),
-    store: Optional[str] = StoreOption,
-):
-    """Export a run's metric history (key, step, value, time) to CSV or Parquet."""
-    from .export import export_run
-
-    opened = _open(store)
-    record = opened.get_run(run)
-    target = out or Path(f"{record.run_id}.{fmt}")
-    written = export_run(opened, record.run_id, target, fmt)
-    typer.echo(f"Wrote {record.point_count} points of {record.run_id} to {written}")
-
-
 @app.command("sync")
 @friendly_errors
 def sync_command(
@@ -245,6 +227,20 @@ def sync_command(
                   f"{location.describe()}.")
     if report.failed:
         raise typer.Exit(1)
+
+
+# Sub-commands that live in their own modules; each module registers itself on `app` here.
+def _mount_subcommands() -> None:
+    from . import cli_analysis, cli_import, cli_notes
+
+    cli_notes.register_import_notes(cli_import.import_app)
+    app.add_typer(cli_import.import_app, name="import")
+    app.add_typer(cli_notes.notes_app, name="notes")
+    app.command("export")(cli_import.export_command)
+    cli_analysis.register(app)
+
+
+_mount_subcommands()
 
 
 def main() -> None:

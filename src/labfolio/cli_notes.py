@@ -9,15 +9,12 @@ Mounted by the main CLI::
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from .errors import LabfolioError
+from .cli import friendly_errors
 
 __all__ = ["notes_app", "register_import_notes", "import_notes_command"]
 
@@ -32,20 +29,6 @@ _STORE_HELP = "Store folder, .db file or database URL (default: .labfolio/ at th
 _OUT_HELP = "Vault folder (default: notebook/ at the project root)."
 
 
-def _friendly_errors(command):
-    """Show labfolio's own errors as one line and exit 1, instead of a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except LabfolioError as exc:
-            Console(stderr=True, highlight=False).print(f"[bold red]Error:[/] {escape(str(exc))}")
-            raise typer.Exit(1)
-
-    return wrapper
-
-
 def _echo_warnings(warnings, limit: int = 50) -> None:
     for warning in warnings[:limit]:
         typer.echo(f"warning: {warning}", err=True)
@@ -54,7 +37,7 @@ def _echo_warnings(warnings, limit: int = 50) -> None:
 
 
 @notes_app.callback(invoke_without_command=True)
-@_friendly_errors
+@friendly_errors
 def notes_command(
     ctx: typer.Context,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
@@ -86,7 +69,7 @@ def notes_command(
 
 
 @notes_app.command("sync")
-@_friendly_errors
+@friendly_errors
 def notes_sync_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
     store: Optional[str] = typer.Option(None, "--store", "-s", envvar="LABFOLIO_STORE", help=_STORE_HELP),
@@ -107,7 +90,7 @@ def notes_sync_command(
     _echo_warnings(report.warnings)
 
 
-@_friendly_errors
+@friendly_errors
 def import_notes_command(
     path: Path = typer.Argument(..., help="A Markdown file, or a folder whose .md files are all imported."),
     store: Optional[str] = typer.Option(None, "--store", "-s", envvar="LABFOLIO_STORE", help=_STORE_HELP),

@@ -47,7 +47,13 @@ def drain_step(store, reader: JournalReader, run_id: str, pos: int | None, *,
     records = reader.read(start, max_points=MAX_BATCH_POINTS)
     events = list(records.events)
     if inspect is not None and records:
-        events.extend(inspect(records) or [])
+        inspected = inspect(records) or []
+        if extra_events is not None:
+            # The caller re-queues `extra_events` when the write fails; inspection reports each
+            # alert once, so its events must ride along with them or a failed write loses them.
+            extra_events.extend(inspected)
+        else:
+            events.extend(inspected)
     if extra_events:
         events.extend(extra_events)
     if not events and not records.point_count and heartbeat is None:

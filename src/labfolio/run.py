@@ -31,7 +31,7 @@ from .config import Config, to_config_dict
 from .drain import BackgroundDrainer
 from .errors import ConfigError, JournalError, MetricKeyError, MetricValueError, NoActiveRunError
 from .journal import JournalWriter, split_position
-from .settings import StoreLocation, fallback_journal_dir, resolve_store
+from .settings import StoreLocation, fallback_journal_dir, find_project_root, resolve_store
 from .store.schema import MAX_KEY_LENGTH
 
 __all__ = ["Run", "DisabledRun", "init", "current_run", "DEFAULT_RUN_ID_TEMPLATE", "MODES"]
@@ -151,13 +151,32 @@ def _is_device_tensor(value: Any) -> bool:
     return device is not None and getattr(device, "type", "cpu") not in ("cpu", "meta") and hasattr(value, "detach")
 
 
+def _live_monitor(config: dict, rules):
+    """The run's live checks: the project's rules (or `rules`) and every pathology detector."""
+    from .analysis import LiveMonitor, RulesFileError, builtin_rules, load_project_rules
+
+    if rules is None:
+        try:
+            rules = load_project_rules(find_project_root())
+        except RulesFileError as exc:
+            warnings.warn(f"labfolio: {exc}; live checks use the built-in rules until it is fixed.",
+                          RuntimeWarning)
+            rules = builtin_rules()
+    try:
+        return LiveMonitor(config, list(rules))
+    except Exception as exc:  # a config the checks cannot read must not stop the run
+        warnings.warn(f"labfolio: live checks are off for this run ({exc!r}); `labfolio check` "
+                      "runs them afterwards.", RuntimeWarning)
+        return None
+
+
 class Run:
     """One execution of one variant with one seed. Create it with ``labfolio.init``."""
 
     def __init__(self, *, run_id: str, location: StoreLocation, mode: str, start_event: dict,
                  journal_folder: Path, config: dict, on_alert: Callable | None,
                  attachments: tuple = (), first_step: int = 0, system_metrics: bool = False,
-                 first_segment: int = 0):
+                 first_segment: int = 0, rules=None, vigilance: bool = True):
         self.id = run_id
         self.name = start_event.get("name") or run_id
         self.project = start_event.get("project") or ""
@@ -179,6 +198,8 @@ class Run:
         self._latest: dict[str, float] = {}
         self._latest_lock = threading.Lock()
         self._alerts: list[dict] = []
+        self._inspected_upto = -1  # journal position of the last point the live checks saw
+        self._monitor = _live_monitor(config, rules) if vigilance else None
         self.config = Config(config, self._on_config_update)
         self.summary = Summary(self)
         self._finished = False
@@ -252,14 +273,61 @@ class Run:
 
     # -- background inspection (runs in the drainer thread) -------------------------------------
     def _inspect(self, records) -> list[dict]:
-        """Runs in the drainer: remember the latest values and flag non-finite ones (once per key)."""
+        """Runs in the drainer: remember the latest values, then run the live checks.
+
+        A batch whose write failed is read again on the next attempt, so only points past the
+        last inspected journal position are fed: each point is checked exactly once."""
         if not records.point_count:
             return []
-        names, codes, values = records.key_names, records.codes, records.values
+        names, codes, values, steps = records.key_names, records.codes, records.values, records.steps
+        fresh = records.seqs > self._inspected_upto
+        if not fresh.all():
+            codes, values, steps = codes[fresh], values[fresh], steps[fresh]
+            if not codes.size:
+                return []
+        self._inspected_upto = int(records.seqs[-1])
         reversed_codes = codes[::-1]
         distinct, first_from_end = np.unique(reversed_codes, return_index=True)
         last_index = len(codes) - 1 - first_from_end
         latest = {names[c]: float(values[i]) for c, i in zip(distinct.tolist(), last_index.tolist())}
+        with self._latest_lock:
+            self._latest.update(latest)
+        if self._monitor is not None:
+            new_events = self._monitor_events(names, codes, steps, values)
+        else:
+            new_events = self._nonfinite_events(names, codes, steps, values)
+        for event in new_events:
+            self._raise_alert(event)
+        return new_events
+
+    def _monitor_events(self, names, codes, steps, values) -> list[dict]:
+        """Feed each key's new points to the live monitor; its alerts become journal events."""
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
+        alerts = []
+        try:
+            for chunk in np.split(order, bounds):
+                alerts.extend(self._monitor.feed(names[int(codes[chunk[0]])], steps[chunk], values[chunk]))
+        except Exception as exc:  # a bug in a check must never stop the writer, nor training
+            self._disable_monitor(exc)
+        return [self._alert_event(alert) for alert in alerts]
+
+    def _disable_monitor(self, exc: Exception) -> None:
+        self._monitor = None
+        warnings.warn(f"labfolio run {self.id}: live checks stopped after an internal error ({exc!r}); "
+                      "logging continues, and `labfolio check` runs the same checks afterwards.",
+                      RuntimeWarning)
+
+    @staticmethod
+    def _alert_event(alert) -> dict:
+        fields = alert.to_dict()
+        return {"type": "alert", "kind": fields["kind"], "metric": fields["metric"], "step": fields["step"],
+                "severity": fields["severity"], "value": fields["value"], "message": fields["message"],
+                "time": _now()}
+
+    def _nonfinite_events(self, names, codes, steps, values) -> list[dict]:
+        """With live checks off, NaN and Inf are still flagged, once per key."""
         new_events = []
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
@@ -269,14 +337,10 @@ class Run:
                 if key in self._warned_nonfinite:
                     continue
                 self._warned_nonfinite.add(key)
-                value, step = float(values[index]), int(records.steps[index])
+                value, step = float(values[index]), int(steps[index])
                 new_events.append({"type": "alert", "kind": "nan", "metric": key, "step": step,
                                    "severity": "critical", "value": value, "time": _now(),
                                    "message": f"{key} is {value} at step {step} (stored as logged)"})
-        with self._latest_lock:
-            self._latest.update(latest)
-        for event in new_events:
-            self._raise_alert(event)
         return new_events
 
     def _raise_alert(self, event: dict) -> None:
@@ -373,6 +437,7 @@ class Run:
             if self._sampler is not None:
                 self._sampler.stop()
             self._resolve_deferred()
+            self._finish_checks()
             self._journal_event({"type": "finish", "state": status, "exit_reason": exit_reason})
             self._finished = True
             self.state = status
@@ -397,6 +462,22 @@ class Run:
                   f"({self._drainer.last_error}). Nothing is lost: the journal at "
                   f"{self.journal_folder} holds it; run `labfolio sync` when the store is back.",
                   file=sys.stderr)
+
+    def _finish_checks(self) -> None:
+        """What can only be judged over the whole run (pending divergences, the schedule, rules)."""
+        if self._monitor is None:
+            return
+        if not self._drainer.failures:  # with the store failing, judge what was seen; never wait
+            self._drainer.flush(timeout=FINAL_DRAIN_TIMEOUT_S if self.mode == "online" else 5.0)
+        try:
+            alerts = self._monitor.finish()
+        except Exception as exc:
+            self._disable_monitor(exc)
+            return
+        for alert in alerts:
+            event = self._alert_event(alert)
+            self._journal_event(event)
+            self._raise_alert(event)
 
     def __enter__(self) -> "Run":
         return self
@@ -525,7 +606,8 @@ def init(project: str | None = None, experiment: str | None = None, variant: str
          batch_size: int | None = None, tokens_per_step: int | None = None,
          run_id_template: str | None = None, machine: str | None = None,
          system_metrics: bool | float = False, log_all_ranks: bool = False,
-         on_alert: Callable[[dict], None] | None = None) -> Run | DisabledRun:
+         on_alert: Callable[[dict], None] | None = None, rules=None,
+         vigilance: bool = True) -> Run | DisabledRun:
     """Start a run and make it the current one. See the README for every argument."""
     global _current
     mode = (mode or os.environ.get("LABFOLIO_MODE") or "online").lower()
@@ -591,7 +673,7 @@ def init(project: str | None = None, experiment: str | None = None, variant: str
     run = Run(run_id=run_id, location=location, mode=mode, start_event=start_event,
               journal_folder=folder, config=config_dict, on_alert=on_alert,
               attachments=snapshot.attachments, first_step=first_step, system_metrics=system_metrics,
-              first_segment=first_segment)
+              first_segment=first_segment, rules=rules, vigilance=vigilance)
     _current = run
     _install_exit_hooks()
     return run

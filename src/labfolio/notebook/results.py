@@ -30,6 +30,7 @@ __all__ = [
     "key_metrics",
     "run_views",
     "propose_run_status",
+    "as_analysis_alerts",
     "status_label",
     "experiment_status",
     "experiment_results",
@@ -83,7 +84,7 @@ def key_metrics(runs: Sequence[RunRecord]) -> list[str]:
 
 # -- statuses ----------------------------------------------------------------------------------
 
-def _analysis_alerts(records: Iterable[AlertRecord]):
+def as_analysis_alerts(records: Iterable[AlertRecord]):
     from ..analysis import Alert
 
     out = []
@@ -98,7 +99,7 @@ def propose_run_status(run: RunRecord, alerts: Iterable[AlertRecord]):
     """The analysis ``StatusProposal`` for `run`: the human override if any, else from alerts."""
     from ..analysis import propose_status
 
-    return propose_status(run.state, _analysis_alerts(alerts), override=run.status,
+    return propose_status(run.state, as_analysis_alerts(alerts), override=run.status,
                           override_reason=run.status_reason)
 
 
