@@ -1,7 +1,8 @@
 """Where a project's store, journals, artifacts and notebook live.
 
 Resolution order for the store: an explicit ``store=`` argument, then ``LABFOLIO_STORE`` (a URL),
-then ``LABFOLIO_DIR`` (a folder), then ``.labfolio/`` at the project root (the git root, else the
+then ``LABFOLIO_SERVER`` (a team server's http:// URL; its token in ``LABFOLIO_TOKEN``), then
+``LABFOLIO_DIR`` (a folder), then ``.labfolio/`` at the project root (the git root, else the
 current folder). A folder means the embedded SQLite store ``<folder>/labfolio.db``.
 
 Journals and artifacts are always local files, even when the store is a PostgreSQL server: the
@@ -20,7 +21,7 @@ from .errors import ConfigError
 __all__ = ["StoreLocation", "find_project_root", "resolve_store", "fallback_journal_dir"]
 
 SQLITE_FILENAME = "labfolio.db"
-_URL_SCHEMES = ("sqlite", "postgresql", "postgres")
+_URL_SCHEMES = ("sqlite", "postgresql", "postgres", "http", "https")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class StoreLocation:
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
+
+    @property
+    def is_http(self) -> bool:
+        """A team server (``labfolio server``) rather than a database."""
+        return self.url.startswith(("http://", "https://"))
 
     def describe(self) -> str:
         """The URL with any password hidden, for messages."""
@@ -84,6 +90,8 @@ def resolve_store(store: str | os.PathLike | None = None, *, home: str | os.Path
     env_dir = os.environ.get("LABFOLIO_DIR") or None
     default_home = Path(home or env_dir or find_project_root(cwd) / ".labfolio").expanduser()
     target = store if store is not None else env_store
+    if target is None and os.environ.get("LABFOLIO_SERVER"):
+        target = os.environ["LABFOLIO_SERVER"].rstrip("/")
     if target is None:
         return StoreLocation(_sqlite_url(default_home.resolve()), default_home.resolve())
     target = str(target)
@@ -92,7 +100,8 @@ def resolve_store(store: str | os.PathLike | None = None, *, home: str | os.Path
         if scheme not in _URL_SCHEMES:
             raise ConfigError(
                 f"unsupported store URL scheme {scheme!r} in {redact_url(target)!r}: use a folder "
-                "path, sqlite:///path/to/labfolio.db or postgresql+psycopg://user@host/db"
+                "path, sqlite:///path/to/labfolio.db, postgresql+psycopg://user@host/db or a team "
+                "server's http://host:port"
             )
         url = _normalise_url(target)
         if url.startswith("sqlite:///") and home is None and env_dir is None:

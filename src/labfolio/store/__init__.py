@@ -21,10 +21,16 @@ Store = SQLStore
 
 def open_store(store: str | os.PathLike | StoreLocation | None = None, *, recover: bool = True) -> SQLStore:
     """Open the store at ``store`` (a folder, a ``.db`` file or a database URL; default: the
-    project's ``.labfolio/``). With ``recover``, journals of processes that died are drained into
-    it first and their runs marked crashed."""
+    project's ``.labfolio/``; a team server's http:// URL gives an ``HTTPStore``). With
+    ``recover``, journals of processes that died are drained into it first and their runs marked
+    crashed."""
     location = store if isinstance(store, StoreLocation) else resolve_store(store)
-    opened = SQLStore(location)
+    if location.is_http:
+        from .http import HTTPStore
+
+        opened = HTTPStore(location)
+    else:
+        opened = SQLStore(location)
     if recover:
         from ..drain import sync_journals
 

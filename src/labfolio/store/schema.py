@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 
 __all__ = ["metadata", "experiments", "variants", "runs", "metric_keys", "metric_chunks", "summaries",
-           "artifacts", "alerts", "note_fields", "MAX_KEY_LENGTH"]
+           "artifacts", "alerts", "note_fields", "api_tokens", "MAX_KEY_LENGTH"]
 
 MAX_KEY_LENGTH = 256
 
@@ -177,4 +177,18 @@ note_fields = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("scope", "owner", "field", name="uq_note_fields"),
+)
+
+# Team-server tokens. Only a SHA-256 of each token is kept: tokens are long random strings, so a
+# fast hash is enough, and a leaked database reveals no usable token.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(20), nullable=False),  # the token's first characters, to tell tokens apart
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
 )

@@ -1,0 +1,178 @@
+"""A store that lives behind a team server (``labfolio server``), reached over HTTP.
+
+It offers what the SDK and ``labfolio sync`` need: ``write_batch`` (POSTed to the server, which
+applies it to its SQL store in one transaction), the journal position and record of a run (run-id
+uniqueness, resume, exactly-once draining) and the stale-run sweep. Batching, retry with backoff
+and spooling to the local journal come from the drainer, which treats this store like any other:
+a failed POST raises ``StoreUnavailableError``, the drainer warns once and keeps the points in the
+journal, and ``labfolio sync`` uploads whatever is left later.
+
+Only the standard library is used, so a training machine needs no extra to log to a server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import socket
+import threading
+from urllib.parse import quote, urlsplit
+
+from ..errors import ConfigError, RunNotFoundError, StoreError, StoreUnavailableError
+from ..settings import StoreLocation
+from .batch import Batch, BatchResult
+from .records import RunRecord, SummaryEntry
+from .wire import BATCH_CONTENT_TYPE, encode_batch
+
+__all__ = ["HTTPStore", "run_to_json", "run_from_json", "API_PREFIX"]
+
+API_PREFIX = "/api/v1"
+_TIMEOUT_S = float(os.environ.get("LABFOLIO_HTTP_TIMEOUT", 30))
+
+
+def _json_number(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # 'nan', 'inf': JSON has no spelling for them
+    return value
+
+
+def run_to_json(run: RunRecord) -> dict:
+    """A run record as JSON-safe data (the inverse of ``run_from_json``)."""
+    out = {name: getattr(run, name) for name in RunRecord.__dataclass_fields__ if name != "summary"}
+    out["summary"] = {key: {"last": _json_number(e.last), "last_step": e.last_step, "min": _json_number(e.min),
+                            "max": _json_number(e.max), "count": e.count, "nonfinite": e.nonfinite,
+                            "override": e.override}
+                      for key, e in run.summary.items()}
+    return out
+
+
+def _number_back(value):
+    return float(value) if isinstance(value, str) and value in ("nan", "inf", "-inf") else value
+
+
+def run_from_json(data: dict) -> RunRecord:
+    summary = {key: SummaryEntry(key=key, last=_number_back(e.get("last")), last_step=e.get("last_step"),
+                                 min=_number_back(e.get("min")), max=_number_back(e.get("max")),
+                                 count=e.get("count", 0), nonfinite=e.get("nonfinite", 0),
+                                 override=e.get("override"))
+               for key, e in (data.get("summary") or {}).items()}
+    fields = {name: data.get(name) for name in RunRecord.__dataclass_fields__ if name != "summary"}
+    fields["tags"] = fields.get("tags") or []
+    fields["config"] = fields.get("config") or {}
+    fields["provenance"] = fields.get("provenance") or {}
+    fields["config_history"] = fields.get("config_history") or []
+    fields["point_count"] = fields.get("point_count") or 0
+    return RunRecord(**fields, summary=summary)
+
+
+class HTTPStore:
+    """The store of a labfolio team server at ``location.url`` (http:// or https://)."""
+
+    def __init__(self, location: StoreLocation, token: str | None = None, *, timeout: float = _TIMEOUT_S,
+                 check: bool = True):
+        self.location = location
+        parts = urlsplit(location.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"LABFOLIO_SERVER={location.url!r} is not an http:// or https:// URL, "
+                              "e.g. http://tracker:8765")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._base = parts.path.rstrip("/")
+        self.token = token if token is not None else (os.environ.get("LABFOLIO_TOKEN") or None)
+        self.timeout = timeout
+        self._local = threading.local()  # http.client connections are not thread-safe
+        self.server_info: dict = {}
+        if check:
+            self.server_info = self._request("GET", f"{API_PREFIX}/health", auth=False)
+
+    def __repr__(self) -> str:
+        return f"HTTPStore({self.location.describe()!r})"
+
+    # -- transport -----------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                 *, auth: bool = True, not_found: str | None = None):
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        where = self.location.describe()
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request(method, self._base + path, body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                # A kept-alive connection the server closed (e.g. it restarted): one fresh try.
+                self._drop_connection()
+                if attempt:
+                    raise StoreUnavailableError(f"the labfolio server at {where} dropped the connection: {exc}") from exc
+            except (OSError, socket.timeout, http.client.HTTPException) as exc:
+                self._drop_connection()
+                raise StoreUnavailableError(f"cannot reach the labfolio server at {where}: {exc}") from exc
+        if response.getheader("Connection", "").lower() == "close":
+            self._drop_connection()
+        status = response.status
+        try:
+            data = json.loads(payload) if payload else None
+        except ValueError:
+            data = None
+        detail = data.get("detail") if isinstance(data, dict) else None
+        if status == 404 and not_found is not None:
+            raise RunNotFoundError(not_found)
+        if status in (401, 403):
+            raise StoreError(f"the labfolio server at {where} refused the token ({detail or status}): set "
+                             "LABFOLIO_TOKEN to a token made on the server with `labfolio token create`")
+        if status >= 500 or status in (408, 429):
+            raise StoreUnavailableError(f"the labfolio server at {where} answered {status}: {detail or payload[:200]!r}")
+        if status >= 400:
+            raise StoreError(f"the labfolio server at {where} rejected {method} {path} ({status}): {detail}")
+        return data
+
+    # -- what the SDK and sync need ------------------------------------------------------------
+    def write_batch(self, batch: Batch) -> BatchResult:
+        data = self._request("POST", f"{API_PREFIX}/batches", encode_batch(batch), BATCH_CONTENT_TYPE)
+        return BatchResult(bool(data["applied"]), int(data["points"]), data.get("journal_pos"))
+
+    def run_journal_position(self, run_id: str) -> int | None:
+        data = self._request("GET", f"{API_PREFIX}/runs/{quote(run_id, safe='')}/journal-position")
+        return data.get("journal_pos")
+
+    def get_run(self, run_id: str) -> RunRecord:
+        data = self._request("GET", f"{API_PREFIX}/runs/{quote(run_id, safe='')}",
+                             not_found=f"no run {run_id!r} on the labfolio server at {self.location.describe()}")
+        return run_from_json(data)
+
+    def list_runs(self, *, limit: int | None = None, **filters) -> list[RunRecord]:
+        query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in filters.items()
+                         if v is not None and k != "with_summary")
+        if limit is not None:
+            query += f"&limit={int(limit)}"
+        data = self._request("GET", f"{API_PREFIX}/runs?{query.lstrip('&')}")
+        return [run_from_json(r) for r in data["runs"]]
+
+    def stale_running_runs(self, older_than_s: float) -> list[str]:
+        data = self._request("GET", f"{API_PREFIX}/stale-runs?older_than_s={float(older_than_s)}")
+        return list(data["runs"])

@@ -1,0 +1,102 @@
+"""The team server's HTTP logging API, used by ``labfolio.store.http.HTTPStore``.
+
+A POSTed batch is applied with the server store's own ``write_batch``, in one transaction, with
+the journal-position check that makes a retried batch (a response lost when the server
+restarted) a no-op instead of a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from ..errors import RunNotFoundError
+from ..store.http import API_PREFIX, run_to_json
+from ..store.migrate import HEAD_REVISION
+from ..store.wire import BATCH_CONTENT_TYPE, BatchFormatError, decode_batch, decode_json_batch
+from .auth import can_read, can_write
+
+__all__ = ["router"]
+
+router = APIRouter(prefix=API_PREFIX, tags=["ingestion"])
+
+
+@router.get("/health")
+def health(request: Request):
+    """Liveness and the server's schema revision (no token needed)."""
+    return {"ok": True, "schema": HEAD_REVISION, "auth": request.app.state.settings.auth}
+
+
+@router.post("/batches", dependencies=[Depends(can_write)],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 BATCH_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                 "application/json": {"schema": {"type": "object"}}}}})
+async def post_batch(request: Request):
+    """Apply one batch (binary ``application/x-labfolio-batch`` or JSON) in one transaction."""
+    limit = request.app.state.settings.max_batch_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return JSONResponse({"detail": f"batch of {declared} bytes is over the server's {limit}-byte limit; "
+                                       "send smaller batches"}, status_code=413)
+    body = await request.body()
+    if len(body) > limit:
+        return JSONResponse({"detail": f"batch over the server's {limit}-byte limit"}, status_code=413)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    try:
+        if content_type == BATCH_CONTENT_TYPE:
+            batch = decode_batch(body)
+        elif content_type in ("application/json", ""):
+            try:
+                header = json.loads(body or b"null")
+            except ValueError as exc:
+                raise BatchFormatError(f"body is not JSON: {exc}") from None
+            batch = decode_json_batch(header)
+        else:
+            return JSONResponse({"detail": f"send {BATCH_CONTENT_TYPE} or application/json, not {content_type!r}"},
+                                status_code=415)
+    except BatchFormatError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    store = request.app.state.store
+    from starlette.concurrency import run_in_threadpool
+
+    result = await run_in_threadpool(store.write_batch, batch)
+    return {"applied": result.applied, "points": result.points, "journal_pos": result.journal_pos}
+
+
+@router.get("/runs", dependencies=[Depends(can_read)])
+def list_runs(request: Request, experiment: Optional[str] = Query(None, description="Experiment name."),
+              variant: Optional[str] = Query(None, description="Variant name."),
+              state: Optional[str] = Query(None, description="Run state."),
+              limit: int = Query(100, ge=1, le=10_000, description="How many runs, newest first.")):
+    """Run records, newest first."""
+    runs = request.app.state.store.list_runs(experiment=experiment, variant=variant, state=state, limit=limit)
+    return JSONResponse({"runs": [run_to_json(r) for r in runs]})
+
+
+@router.get("/runs/{run_id}", dependencies=[Depends(can_read)])
+def get_run(request: Request, run_id: str):
+    """One run record (what resume needs)."""
+    store = request.app.state.store
+    try:
+        run = store.get_run(run_id)
+    except RunNotFoundError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    if run.run_id != run_id:  # the SQL store accepts a unique prefix; the SDK asks for exact ids
+        return JSONResponse({"detail": f"no run {run_id!r}"}, status_code=404)
+    return JSONResponse(run_to_json(run))
+
+
+@router.get("/runs/{run_id}/journal-position", dependencies=[Depends(can_read)])
+def journal_position(request: Request, run_id: str):
+    """How far the server has drained a run's journal (null: no such run yet)."""
+    return {"run_id": run_id, "journal_pos": request.app.state.store.run_journal_position(run_id)}
+
+
+@router.get("/stale-runs", dependencies=[Depends(can_read)])
+def stale_runs(request: Request, older_than_s: float = Query(900.0, ge=0, le=1e9,
+                                                             description="Heartbeat older than this, in seconds.")):
+    """Runs still marked running whose heartbeat stopped."""
+    return {"runs": request.app.state.store.stale_running_runs(older_than_s)}

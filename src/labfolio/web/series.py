@@ -1,0 +1,152 @@
+"""Chart data: metric series read straight from the columnar chunks and downsampled for plotly.
+
+One query reads one metric of many runs (the compare overlay), touching only the columns the
+chosen x axis needs and, when zoomed on steps, only the chunks that overlap the view.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sqlalchemy import select
+
+from ..errors import ConfigError
+from ..store import schema as t
+from .downsample import DEFAULT_POINTS, downsample
+
+__all__ = ["X_AXES", "read_series", "series_payload", "variant_bands", "run_pks"]
+
+X_AXES = ("step", "time", "epoch")
+
+
+def run_pks(conn, run_ids: list[str]) -> dict[str, int]:
+    return {r.run_id: r.pk for r in conn.execute(
+        select(t.runs.c.run_id, t.runs.c.pk).where(t.runs.c.run_id.in_(run_ids)))}
+
+
+def _key_id(conn, key: str) -> int | None:
+    return conn.execute(select(t.metric_keys.c.id).where(t.metric_keys.c.key == key)).scalar()
+
+
+def read_series(store, run_ids: list[str], key: str, *, with_times: bool = False,
+                step_range: tuple[float | None, float | None] | None = None) -> dict[str, tuple]:
+    """run id -> (steps, values, times or None) of ``key``, in step order."""
+    cols = [t.metric_chunks.c.run_pk, t.metric_chunks.c.steps, t.metric_chunks.c["values"]]
+    if with_times:
+        cols.append(t.metric_chunks.c.times)
+    out: dict[str, tuple] = {}
+    with store.engine.connect() as conn:
+        key_id = _key_id(conn, key)
+        pks = run_pks(conn, run_ids)
+        if key_id is None or not pks:
+            return out
+        query = (select(*cols).where(t.metric_chunks.c.key_id == key_id,
+                                     t.metric_chunks.c.run_pk.in_(list(pks.values())))
+                 .order_by(t.metric_chunks.c.run_pk, t.metric_chunks.c.first_seq))
+        if step_range is not None:
+            lo, hi = step_range
+            if lo is not None:
+                query = query.where(t.metric_chunks.c.last_step >= int(math.floor(lo)))
+            if hi is not None:
+                query = query.where(t.metric_chunks.c.first_step <= int(math.ceil(hi)))
+        parts: dict[int, list] = {}
+        for row in conn.execute(query):
+            parts.setdefault(row[0], []).append(row[1:])
+    by_pk = {pk: run_id for run_id, pk in pks.items()}
+    for pk, chunks in parts.items():
+        steps = np.concatenate([np.frombuffer(c[0], dtype="<i8") for c in chunks])
+        values = np.concatenate([np.frombuffer(c[1], dtype="<f8") for c in chunks])
+        times = np.concatenate([np.frombuffer(c[2], dtype="<f8") for c in chunks]) if with_times else None
+        if len(steps) > 1 and not np.all(steps[1:] >= steps[:-1]):
+            order = np.argsort(steps, kind="stable")
+            steps, values = steps[order], values[order]
+            times = times[order] if times is not None else None
+        out[by_pk[pk]] = (steps, values, times)
+    return out
+
+
+def _epoch_axis(store, run_id: str, steps: np.ndarray) -> np.ndarray | None:
+    """Epoch of each step, interpolated from a logged 'epoch' series (None when none was logged)."""
+    for name in ("epoch", "train/epoch", "trainer/epoch"):
+        found = read_series(store, [run_id], name).get(run_id)
+        if found is not None and len(found[0]):
+            epoch_steps, epochs, _ = found
+            return np.interp(steps, epoch_steps, epochs)
+    return None
+
+
+def _clean(values: np.ndarray) -> list:
+    # JSON has no NaN: plotly draws None as a gap, which is what a NaN in training is.
+    return [None if not math.isfinite(v) else v for v in values.tolist()]
+
+
+def series_payload(store, run_ids: list[str], key: str, *, x: str = "step", x_min: float | None = None,
+                   x_max: float | None = None, points: int = DEFAULT_POINTS) -> dict:
+    """``{"key", "x", "series": [{"run_id", "x", "y", "total", "last_step"}]}`` for plotly."""
+    if x not in X_AXES:
+        raise ConfigError(f"x must be one of {', '.join(X_AXES)}, not {x!r}")
+    points = max(10, min(int(points), 20_000))
+    step_range = (x_min, x_max) if x == "step" and (x_min is not None or x_max is not None) else None
+    found = read_series(store, run_ids, key, with_times=x == "time", step_range=step_range)
+    series = []
+    for run_id in run_ids:
+        if run_id not in found:
+            continue
+        steps, values, times = found[run_id]
+        if x == "time":
+            axis = times - times[0] if len(times) else times
+        elif x == "epoch":
+            axis = _epoch_axis(store, run_id, steps)
+            if axis is None:
+                axis = steps.astype(np.float64)
+        else:
+            axis = steps
+        view = None if x == "step" or (x_min is None and x_max is None) else (x_min, x_max)
+        xs, ys = downsample(axis, values, points, view if view is not None else step_range)
+        series.append({"run_id": run_id, "x": xs.tolist(), "y": _clean(ys), "total": int(len(steps)),
+                       "last_step": int(steps[-1]) if len(steps) else None})
+    return {"key": key, "x": x, "points": points, "series": series}
+
+
+def variant_bands(store, groups: dict[str, list[str]], key: str, buckets: int = 400) -> dict:
+    """Per variant: the mean over seeds and a mean ± std band, on shared step buckets.
+
+    Seeds log on different step grids; averaging inside common step buckets lines them up
+    without interpolating values that were never logged.
+    """
+    all_ids = [rid for ids in groups.values() for rid in ids]
+    found = read_series(store, all_ids, key)
+    if not found:
+        return {"key": key, "variants": []}
+    lo = min(int(s[0][0]) for s in found.values() if len(s[0]))
+    hi = max(int(s[0][-1]) for s in found.values() if len(s[0]))
+    edges = np.linspace(lo, hi + 1, max(2, min(buckets, hi - lo + 2)))
+    centers = (edges[:-1] + edges[1:]) / 2
+    out = []
+    for variant, ids in groups.items():
+        per_run = []
+        for rid in ids:
+            if rid not in found:
+                continue
+            steps, values, _ = found[rid]
+            finite = np.isfinite(values)
+            which = np.clip(np.searchsorted(edges, steps[finite], side="right") - 1, 0, len(centers) - 1)
+            sums = np.bincount(which, weights=values[finite], minlength=len(centers))
+            counts = np.bincount(which, minlength=len(centers))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_run.append(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan))
+        if not per_run:
+            continue
+        stack = np.vstack(per_run)
+        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            mean = np.nanmean(stack, axis=0)
+            std = np.nanstd(stack, axis=0, ddof=1) if len(per_run) > 1 else np.zeros_like(mean)
+            present = np.sum(np.isfinite(stack), axis=0)
+        keep = present > 0
+        std = np.where(present > 1, std, 0.0)
+        out.append({"variant": variant, "n": len(per_run), "x": centers[keep].tolist(),
+                    "mean": _clean(mean[keep]), "lower": _clean((mean - std)[keep]),
+                    "upper": _clean((mean + std)[keep])})
+    return {"key": key, "variants": out}
