@@ -231,13 +231,14 @@ def sync_command(
 
 # Sub-commands that live in their own modules; each module registers itself on `app` here.
 def _mount_subcommands() -> None:
-    from . import cli_analysis, cli_import, cli_notes
+    from . import cli_analysis, cli_import, cli_notes, cli_web
 
     cli_notes.register_import_notes(cli_import.import_app)
     app.add_typer(cli_import.import_app, name="import")
     app.add_typer(cli_notes.notes_app, name="notes")
     app.command("export")(cli_import.export_command)
     cli_analysis.register(app)
+    cli_web.register(app)
 
 
 _mount_subcommands()
