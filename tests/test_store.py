@@ -107,6 +107,28 @@ def test_events_update_config_summary_alerts_notes_and_status(store_url):
     assert store.note_fields("experiment", "exp") == {"hypothesis": "mHC helps"}
 
 
+def test_bulk_reads_return_what_the_per_run_reads_return(store_url, tmp_path):
+    store = open_store(store_url)
+    artifact = tmp_path / "plot.png"
+    artifact.write_bytes(b"\x89PNG not really")
+    for index, run_id in enumerate(["r1", "r2", "r3"]):
+        events = [_start(run_id, hypothesis=f"h{index}")]
+        events += [{"type": "alert", "kind": "rule", "metric": "loss", "step": s, "severity": "warning",
+                    "message": f"{run_id} alert {s}"} for s in range(index)]
+        store.write_batch(Batch(run_id=run_id, events=events))
+    with labfolio.init(store=store_url, run_id="r4", experiment="exp2") as run:
+        run.log_artifact(artifact)
+    run_ids = ["r1", "r2", "r3", "r4", "missing"]
+    bulk_alerts = store.alerts_for_runs(run_ids)
+    assert {k: v for k, v in bulk_alerts.items() if v} == {r: store.alerts(r) for r in ("r2", "r3")}
+    assert [a.message for a in bulk_alerts["r3"]] == ["r3 alert 0", "r3 alert 1"]
+    assert store.alerts_for_runs(None) == bulk_alerts
+    bulk_artifacts = store.artifacts_for_runs(run_ids)
+    assert bulk_artifacts["r4"] == store.artifacts("r4")
+    assert any(a.name == "plot.png" for a in bulk_artifacts["r4"])
+    assert store.note_fields_for_scope("experiment")["exp"] == store.note_fields("experiment", "exp")
+
+
 def test_unknown_run_error_names_the_run_and_suggests_a_command(store_url):
     store = open_store(store_url)
     with pytest.raises(RunNotFoundError, match=r"no run 'missing'.*labfolio runs"):

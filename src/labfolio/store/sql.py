@@ -540,6 +540,65 @@ class SQLStore:
                                    bool(r.is_reference), r.step, r.created_at, _loads(r.meta, {}))
                     for r in conn.execute(query)]
 
+    # Bulk reads: a notebook over 10,000 runs must not pay one query per run.
+    def _pks_for(self, conn: Connection, run_ids: list[str]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(run_ids), 500):  # stay far below the bound-parameter limits
+            chunk = run_ids[start:start + 500]
+            found.update({r.pk: r.run_id for r in conn.execute(
+                select(t.runs.c.pk, t.runs.c.run_id).where(t.runs.c.run_id.in_(chunk)))})
+        return found
+
+    def alerts_for_runs(self, run_ids: Iterable[str] | None = None) -> dict[str, list[AlertRecord]]:
+        """Alerts of many runs (all runs when ``run_ids`` is None), in the order they were raised."""
+        out: dict[str, list[AlertRecord]] = {}
+        with self._read() as conn:
+            if run_ids is None:
+                names = dict(conn.execute(select(t.runs.c.pk, t.runs.c.run_id)).all())
+            else:
+                names = self._pks_for(conn, list(run_ids))
+            if not names:
+                return out
+            query = select(t.alerts).order_by(t.alerts.c.id)
+            if run_ids is not None and len(names) <= 500:
+                query = query.where(t.alerts.c.run_pk.in_(list(names)))
+            for r in conn.execute(query):
+                run_id = names.get(r.run_pk)
+                if run_id is not None:
+                    out.setdefault(run_id, []).append(
+                        AlertRecord(r.kind, r.metric, r.step, r.severity, r.message, r.value, r.created_at))
+        return out
+
+    def artifacts_for_runs(self, run_ids: Iterable[str] | None = None) -> dict[str, list[ArtifactRecord]]:
+        """Artifacts of many runs (all runs when ``run_ids`` is None), oldest first."""
+        base = self.location.artifact_dir
+        out: dict[str, list[ArtifactRecord]] = {}
+        with self._read() as conn:
+            if run_ids is None:
+                names = dict(conn.execute(select(t.runs.c.pk, t.runs.c.run_id)).all())
+            else:
+                names = self._pks_for(conn, list(run_ids))
+            if not names:
+                return out
+            query = select(t.artifacts).order_by(t.artifacts.c.id)
+            if run_ids is not None and len(names) <= 500:
+                query = query.where(t.artifacts.c.run_pk.in_(list(names)))
+            for r in conn.execute(query):
+                run_id = names.get(r.run_pk)
+                if run_id is not None:
+                    out.setdefault(run_id, []).append(ArtifactRecord(
+                        r.name, r.kind, r.sha256, r.size, r.path if r.is_reference else str(base / r.path),
+                        bool(r.is_reference), r.step, r.created_at, _loads(r.meta, {})))
+        return out
+
+    def note_fields_for_scope(self, scope: str) -> dict[str, dict[str, str]]:
+        """Every owner's note fields in one scope: {owner: {field: value}}."""
+        out: dict[str, dict[str, str]] = {}
+        with self._read() as conn:
+            for r in conn.execute(select(t.note_fields).where(t.note_fields.c.scope == scope)):
+                out.setdefault(r.owner, {})[r.field] = r.value
+        return out
+
     def note_fields(self, scope: str, owner: str) -> dict[str, str]:
         with self._read() as conn:
             return {r.field: r.value for r in conn.execute(select(t.note_fields).where(
