@@ -46,10 +46,13 @@ def bands(request: Request, experiment: str = Query(..., description="Experiment
     """Mean line and mean ± std band over seeds, per variant of an experiment."""
     store = request.app.state.store
     runs = store.list_runs(experiment=experiment, with_summary=False)
-    groups: dict[str, list[str]] = {}
-    for r in runs:
+    # Variants in the experiment's own order (baseline first as it was declared), runs oldest first.
+    order = next((row["variants"] for row in store.experiments() if row["name"] == experiment), [])
+    groups: dict[str, list[str]] = {v: [] for v in order}
+    for r in reversed(runs):
         if not r.is_evaluation:
             groups.setdefault(r.variant, []).append(r.run_id)
+    groups = {v: ids for v, ids in groups.items() if ids}
     return JSONResponse(variant_bands(store, groups, key))
 
 

@@ -78,8 +78,11 @@ class _Expressions:
         if self.dialect == "sqlite":
             json_path = _json_path_sqlite(path)
             value = func.json_extract(t.runs.c.config, json_path)
-            numeric = case((func.json_type(t.runs.c.config, json_path).in_(("integer", "real")), value))
-            return numeric, cast(value, String)
+            kind = func.json_type(t.runs.c.config, json_path)
+            numeric = case((kind.in_(("integer", "real")), value))
+            # SQLite hands JSON true/false back as 1/0; spell them as PostgreSQL's #>> does.
+            text = case((kind == "true", "true"), (kind == "false", "false"), else_=cast(value, String))
+            return numeric, text
         doc = cast(t.runs.c.config, JSONB)
         array = literal("{" + ",".join('"' + p.replace('"', '\\"') + '"' for p in path) + "}")
         numeric = case((func.jsonb_typeof(doc.op("#>")(array)) == "number", cast(doc.op("#>>")(array), Float)))

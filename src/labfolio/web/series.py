@@ -7,6 +7,7 @@ chosen x axis needs and, when zoomed on steps, only the chunks that overlap the 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sqlalchemy import select
@@ -139,8 +140,8 @@ def variant_bands(store, groups: dict[str, list[str]], key: str, buckets: int = 
         if not per_run:
             continue
         stack = np.vstack(per_run)
-        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-            sup.filter(RuntimeWarning)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN buckets are expected
             mean = np.nanmean(stack, axis=0)
             std = np.nanstd(stack, axis=0, ddof=1) if len(per_run) > 1 else np.zeros_like(mean)
             present = np.sum(np.isfinite(stack), axis=0)
