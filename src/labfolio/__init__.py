@@ -64,6 +64,15 @@ __all__ = [
 ]
 
 
+def open(url=None, **kwargs):  # noqa: A001
+    """The store at `url` (default: the project's), as ``labfolio.open(url).runs_frame()`` reads.
+
+    The same as ``open_store``; it is left out of ``__all__`` on purpose, so that
+    ``from labfolio import *`` never shadows the builtin ``open``.
+    """
+    return open_store(url, **kwargs)
+
+
 def log(data: Mapping[str, Any], step: int | None = None, commit: bool | None = None) -> None:
     """``run.log`` on the current run."""
     current_run().log(data, step=step, commit=commit)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import LabfolioError
+from .cli_common import StoreOption, console, friendly_errors
 
 __all__ = ["app", "main"]
 
@@ -27,30 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-StoreOption = typer.Option(None, "--store", "-s", envvar="LABFOLIO_STORE",
-                           help="Store folder, .db file or database URL (default: .labfolio/ at the project root).")
-
-
-def _console() -> Console:
-    width = int(os.environ.get("COLUMNS", "0") or 0) or None
-    if width is None and not sys.stdout.isatty():
-        width = 160  # piped output: wide enough that run ids and tables stay on one line
-    return Console(width=width, soft_wrap=False, highlight=False)
-
-
-def friendly_errors(command):
-    """Show labfolio's own errors as one line and exit 1, instead of a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except LabfolioError as exc:
-            # soft_wrap: a long path in the message must not be broken across lines
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {escape(str(exc))}")
-            raise typer.Exit(1)
-
-    return wrapper
+_console = console  # the commands below print through it
 
 
 def _open(store: Optional[str]):
@@ -232,6 +205,7 @@ def sync_command(
 # Sub-commands that live in their own modules; each module registers itself on `app` here.
 def _mount_subcommands() -> None:
     from . import cli_analysis, cli_import, cli_notes, cli_web
+    from . import cli_run
 
     cli_notes.register_import_notes(cli_import.import_app)
     app.add_typer(cli_import.import_app, name="import")
@@ -239,6 +213,7 @@ def _mount_subcommands() -> None:
     app.command("export")(cli_import.export_command)
     cli_analysis.register(app)
     cli_web.register(app)
+    cli_run.register(app)
 
 
 _mount_subcommands()

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli import StoreOption, friendly_errors
+from .cli_common import StoreOption, friendly_errors
 from .errors import ConfigError, RunNotFoundError
 
 __all__ = ["register", "compare_command", "diff_command", "check_command"]

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli import StoreOption, friendly_errors
+from .cli_common import StoreOption, friendly_errors
 
 __all__ = ["import_app", "import_tensorboard_command", "import_wandb_command", "export_command"]
 

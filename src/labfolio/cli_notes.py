@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from .cli import friendly_errors
+from .cli_common import friendly_errors
 
 __all__ = ["notes_app", "register_import_notes", "import_notes_command"]
 

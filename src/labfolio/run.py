@@ -463,6 +463,23 @@ class Run:
                   f"{self.journal_folder} holds it; run `labfolio sync` when the store is back.",
                   file=sys.stderr)
 
+    def history(self, keys=None, *, wide: bool = False, backend: str = "pandas"):
+        """This run's points so far as a pandas (or ``backend="polars"``) DataFrame.
+
+        Long form (key, step, value, time) by default; ``wide=True`` gives one column per key."""
+        if self.mode == "offline":
+            raise ConfigError(f"run {self.id} is offline: its points are in the journal at "
+                              f"{self.journal_folder}; run `labfolio sync`, then read it with "
+                              "labfolio.open_store().history_frame(run_id)")
+        from .export import history_frame
+
+        self.flush(timeout=FINAL_DRAIN_TIMEOUT_S)
+        store = self._open_store()
+        try:
+            return history_frame(store, self.id, keys, wide=wide, backend=backend)
+        finally:
+            store.close()
+
     def _finish_checks(self) -> None:
         """What can only be judged over the whole run (pending divergences, the schedule, rules)."""
         if self._monitor is None:

@@ -124,6 +124,7 @@ def test_the_export_command_takes_runs_or_filters(tmp_path):
 def test_every_import_and_export_command_and_option_has_help_text():
     from typer.main import get_command
 
+    import labfolio.cli  # noqa: F401  (mounts `import notes` on the import sub-app)
     from labfolio.cli_import import import_app
 
     app = typer.Typer()
@@ -132,7 +133,7 @@ def test_every_import_and_export_command_and_option_has_help_text():
     root = get_command(app)
     commands = {"export": root.commands["export"], **{f"import {name}": command for name, command
                                                       in root.commands["import"].commands.items()}}
-    assert sorted(commands) == ["export", "import tensorboard", "import wandb"]
+    assert sorted(commands) == ["export", "import notes", "import tensorboard", "import wandb"]
     assert root.commands["import"].help
     for name, command in commands.items():
         assert command.help and command.help.strip(), f"{name} has no help"
@@ -140,3 +141,22 @@ def test_every_import_and_export_command_and_option_has_help_text():
             assert getattr(param, "help", None), f"{param.name} of {name} has no help"
         result = runner.invoke(app, [*name.split(), "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_run_history_and_labfolio_open_return_frames_of_what_was_logged():
+    with labfolio.init(experiment="e3", variant="a", config={"lr": 0.1}) as run:
+        for step in range(3):
+            run.log({"train/loss": 1.0 / (step + 1), "lr": 0.1}, step=step)
+        live = run.history(wide=True)  # readable while the run is still going
+        assert live["train/loss"].tolist() == [1.0, 0.5, pytest.approx(1 / 3)]
+        assert isinstance(run.history(["lr"], backend="polars"), pl.DataFrame)
+    frame = labfolio.open().runs_frame(experiment="e3")
+    assert frame.loc[0, "config.lr"] == 0.1 and frame.loc[0, "summary.train/loss"] == pytest.approx(1 / 3)
+    assert "open" not in labfolio.__all__  # a star import must not shadow the builtin
+
+
+def test_an_offline_run_says_to_sync_before_reading_its_history():
+    with labfolio.init(experiment="e4", mode="offline") as run:
+        run.log({"loss": 1.0}, step=0)
+        with pytest.raises(ConfigError, match="labfolio sync"):
+            run.history()
