@@ -83,7 +83,9 @@ class HTTPStore:
         self._base = parts.path.rstrip("/")
         self.token = token if token is not None else (os.environ.get("LABFOLIO_TOKEN") or None)
         self.timeout = timeout
-        self._local = threading.local()  # http.client connections are not thread-safe
+        self._local = threading.local()  # http.client connections are not thread-safe: one per thread
+        self._all_connections: list[http.client.HTTPConnection] = []
+        self._connections_lock = threading.Lock()
         self.server_info: dict = {}
         if check:
             self.server_info = self._request("GET", f"{API_PREFIX}/health", auth=False)
@@ -98,6 +100,8 @@ class HTTPStore:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
+            with self._connections_lock:
+                self._all_connections.append(conn)
         return conn
 
     def _drop_connection(self) -> None:
@@ -107,7 +111,12 @@ class HTTPStore:
             conn.close()
 
     def close(self) -> None:
-        self._drop_connection()
+        """Close every thread's connection (the drainer's and the caller's)."""
+        with self._connections_lock:
+            connections, self._all_connections = self._all_connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
 
     def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
                  *, auth: bool = True, not_found: str | None = None):
