@@ -1,0 +1,172 @@
+"""The local runner on `command:` specs: config delivery, resume, GPU pinning, CPU bounds, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import labfolio
+from labfolio.runner import RunOptions, _slots, cpu_count, run_spec
+from labfolio.spec import load_spec
+
+
+def toy_spec(write_spec, body: str = "", seeds: str = "[0]", variants: str = "  a: {}\n  b: {lr: 0.2}\n",
+             steps: int = 4):
+    text = (f"experiment: toy\ncommand: python {{toy}}\nbase: {{steps: {steps}, lr: 0.1{body}}}\n"
+            f"variants:\n{variants}seeds: {seeds}\n")
+    return write_spec(text)
+
+
+def run(path, **options):
+    options.setdefault("gpus", [])
+    options.setdefault("notebook", False)
+    return run_spec(load_spec(path), RunOptions(**options))
+
+
+def test_command_gets_the_config_as_a_json_file_and_as_flags_and_its_labels_from_env(write_spec):
+    report = run(toy_spec(write_spec))
+    assert report.ok and report.count("finished") == 2
+    record = labfolio.open_store().get_run(next(t.run_id for t in report.tasks if t.planned.variant == "b"))
+    assert (record.experiment, record.variant, record.seed) == ("toy", "b", 0)
+    assert json.loads(record.summary["file_config"].value) == {"steps": 4, "lr": 0.2}
+    assert record.config["flags"] == {"steps": "4", "lr": "0.2"}
+    assert record.config["lr"] == 0.2  # $LABFOLIO_CONFIG is also merged into the run's config by init()
+    assert len(labfolio.open_store().history(record.run_id)["train/loss"].steps) == 4
+
+
+def test_resume_skips_finished_runs_and_reruns_when_the_config_changed(write_spec):
+    path = toy_spec(write_spec)
+    first = run(path)
+    assert first.count("finished") == 2
+    again = run(path)
+    assert [t.state for t in again.tasks] == ["skipped", "skipped"]
+    assert {t.run_id for t in again.tasks} == {t.run_id for t in first.tasks}
+    assert len(labfolio.open_store().list_runs(experiment="toy")) == 2  # nothing was started
+    path.write_text(path.read_text().replace("b: {lr: 0.2}", "b: {lr: 0.3}"))
+    changed = run(path)
+    states = {t.planned.variant: (t.state, t.reason) for t in changed.tasks}
+    assert states["a"][0] == "skipped"
+    assert states["b"][0] == "finished" and states["b"][1].startswith("config changed since toy_b_s0_")
+
+
+def test_crashed_runs_are_skipped_until_retry_failed(write_spec):
+    path = toy_spec(write_spec, variants="  a: {}\n  b: {fail_at: 2}\n")
+    first = run(path)
+    assert {t.planned.variant: t.state for t in first.tasks} == {"a": "finished", "b": "failed"}
+    failed = next(t for t in first.tasks if t.planned.variant == "b")
+    assert "deliberate failure at step 2" in failed.output_tail
+    assert len(labfolio.open_store().history(failed.run_id)["train/loss"].steps) == 2  # its points are kept
+    second = run(path)
+    assert [t.state for t in second.tasks] == ["skipped", "skipped"]
+    assert "--retry-failed" in second.tasks[1].reason
+    third = run(path, retry_failed=True)
+    assert [t.state for t in third.tasks] == ["skipped", "failed"]
+
+
+def test_two_fake_gpus_get_one_run_each_and_are_never_shared(write_spec):
+    path = toy_spec(write_spec, body=", sleep: 0.5", seeds="[0, 1]")
+    report = run(path, gpus=["0", "1"])
+    assert report.count("finished") == 4
+    store = labfolio.open_store()
+    spans = []
+    for task in report.tasks:
+        summary = store.get_run(task.run_id).summary
+        assert summary["gpu"].value == task.slot
+        spans.append((summary["gpu"].value, summary["started_wall"].value, summary["ended_wall"].value))
+    assert {gpu for gpu, _, _ in spans} == {"0", "1"}
+    for i, (gpu, start, end) in enumerate(spans):
+        for other_gpu, other_start, other_end in spans[i + 1:]:
+            if start < other_end and other_start < end:  # ran at the same time
+                assert gpu != other_gpu
+    assert all(store.get_run(t.run_id).summary["threads"].value == "" for t in report.tasks)
+
+
+def test_cpu_parallelism_is_bounded_by_the_cores_and_splits_threads():
+    warnings: list[str] = []
+    slots, threads = _slots(RunOptions(gpus=[], parallel=cpu_count() + 5), 50, warnings)
+    assert len(slots) == cpu_count() and threads == 1
+    assert warnings and "CPU core(s)" in warnings[0]
+    slots, threads = _slots(RunOptions(gpus=[], parallel=1), 50, [])
+    assert len(slots) == 1 and threads == cpu_count()
+    slots, _ = _slots(RunOptions(gpus=["3", "5", "7"], parallel=2), 50, [])
+    assert slots == ["3", "5"]
+
+
+def test_cpu_children_get_a_share_of_the_cores_as_threads(write_spec, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    report = run(toy_spec(write_spec), parallel=1)
+    store = labfolio.open_store()
+    assert {store.get_run(t.run_id).summary["threads"].value for t in report.tasks} == {str(cpu_count())}
+
+
+def _runner(path, tmp_path, *args):
+    env = {**os.environ, "LABFOLIO_PLAIN": "1"}
+    return subprocess.Popen([sys.executable, "-m", "labfolio.cli", "run", str(path), "--gpus", "none",
+                             "--no-notebook", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_for_points(experiment: str, variants: set[str], minimum: int, timeout: float = 60.0) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        store = labfolio.open_store(recover=False)
+        seen = {r.variant: r.point_count for r in store.list_runs(experiment=experiment)}
+        store.close()
+        if set(seen) >= variants and all(seen[v] >= minimum for v in variants):
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"runs did not log {minimum} points within {timeout} s: {seen}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_every_child_killed_and_keeps_its_points(write_spec, tmp_path):
+    # 'stubborn' ignores SIGINT and SIGTERM: only the runner's last resort, SIGKILL, stops it,
+    # and its points must still be drained from its journal.
+    path = toy_spec(write_spec, body=", sleep: 0.02", steps=10000,
+                    variants="  polite: {}\n  stubborn: {stubborn: true}\n")
+    runner = _runner(path, tmp_path, "--kill-after", "1")
+    seen = _wait_for_points("toy", {"polite", "stubborn"}, minimum=10)
+    os.killpg(runner.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
+    output, _ = runner.communicate(timeout=60)
+    assert runner.returncode == 130, output
+    assert "Interrupted: stopping 2 run(s)" in output
+    store = labfolio.open_store()
+    runs = {r.variant: r for r in store.list_runs(experiment="toy")}
+    assert {v: r.state for v, r in runs.items()} == {"polite": "killed", "stubborn": "killed"}, output
+    assert runs["polite"].exit_reason.startswith("KeyboardInterrupt")  # it stopped itself on SIGINT
+    assert "stopped by labfolio run" in runs["stubborn"].exit_reason
+    for variant, record in runs.items():
+        history = store.history(record.run_id)["train/loss"]
+        assert len(history.steps) >= seen[variant] // 2  # two keys per step
+        assert list(history.steps) == list(range(len(history.steps)))  # every step up to the kill
+
+
+def test_cli_dry_run_prints_the_plan_and_starts_nothing(write_spec, tmp_path):
+    from typer.testing import CliRunner
+
+    from labfolio.cli import app
+
+    path = toy_spec(write_spec)
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--gpus", "none"])
+    assert result.exit_code == 0, result.output
+    assert "toy (command " in result.output and "2 run(s): 2 to run, 0 skipped" in result.output
+    assert "Plan (dry run: nothing started)" in result.output and "--lr=0.2" in result.output
+    assert labfolio.open_store().list_runs(experiment="toy") == []
+
+
+def test_cli_reports_a_bad_spec_as_one_line(write_spec):
+    from typer.testing import CliRunner
+
+    from labfolio.cli import app
+
+    path = write_spec("experiment: e\ncommand: python x.py\nvariants: {a: {}}\nseedz: [1]\n")
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:4: seedz: unknown spec key 'seedz' (did you mean 'seeds'?)" in " ".join(result.output.split())
