@@ -23,14 +23,14 @@ from labfolio.web.app import WebSettings, create_app
 
 CLIENT = textwrap.dedent("""
     import os, sys, time, labfolio
-    steps, pause_every, pause_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    steps, pause_every, pause_s, wait_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
     run = labfolio.init(project="team", experiment="shared_exp", variant=os.environ["VARIANT"], seed=0,
                         config={"lr": 0.01})
     for step in range(steps):
         run.log({"loss": 1.0 / (step + 1), "acc": step / steps, "lr": 0.01}, step=step)
         if pause_every and step % pause_every == 0:
             time.sleep(pause_s)
-    deadline = time.time() + 90
+    deadline = time.time() + wait_s  # how long to wait for the store before finishing anyway
     while not run.flush(timeout=5) and time.time() < deadline:
         pass
     run.finish()
@@ -133,10 +133,10 @@ def _client_env(tmp_path, server_url, token, variant, machine):
     return env
 
 
-def _run_client(tmp_path, env, steps, pause_every=0, pause_s=0.0, wait=True):
+def _run_client(tmp_path, env, steps, pause_every=0, pause_s=0.0, wait=True, wait_s=90.0):
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
-    proc = subprocess.Popen([sys.executable, str(script), str(steps), str(pause_every), str(pause_s)], env=env,
+    proc = subprocess.Popen([sys.executable, str(script), str(steps), str(pause_every), str(pause_s), str(wait_s)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:
         out, err = proc.communicate(timeout=180)
@@ -181,7 +181,7 @@ def test_an_unreachable_server_spools_to_the_journal_and_sync_uploads_later(tmp_
     token, _ = create_token(open_store(server_dir), "lab")
     port = free_port()
     env = _client_env(tmp_path, f"http://127.0.0.1:{port}", token, "baseline", "gpu-a")
-    out, err = _run_client(tmp_path, env, 500)
+    out, err = _run_client(tmp_path, env, 500, wait_s=1.0)
     run_id = out.split("RUN_ID")[1].strip()
     assert err.count("cannot write run") <= 1  # one warning, not one per batch
     assert "labfolio sync" in err
