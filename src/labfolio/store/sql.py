@@ -549,9 +549,9 @@ class SQLStore:
                 select(t.runs.c.pk, t.runs.c.run_id).where(t.runs.c.run_id.in_(chunk)))})
         return found
 
-    def alerts_for_runs(self, run_ids: Iterable[str] | None = None) -> dict[str, list[AlertRecord]]:
-        """Alerts of many runs (all runs when ``run_ids`` is None), in the order they were raised."""
-        out: dict[str, list[AlertRecord]] = {}
+    def _rows_by_run(self, table, run_ids: Iterable[str] | None, make) -> dict[str, list]:
+        """``make(row)`` for every row of `table`, grouped by run id, in insertion order."""
+        out: dict[str, list] = {}
         with self._read() as conn:
             if run_ids is None:
                 names = dict(conn.execute(select(t.runs.c.pk, t.runs.c.run_id)).all())
@@ -559,37 +559,26 @@ class SQLStore:
                 names = self._pks_for(conn, list(run_ids))
             if not names:
                 return out
-            query = select(t.alerts).order_by(t.alerts.c.id)
+            query = select(table).order_by(table.c.id)
             if run_ids is not None and len(names) <= 500:
-                query = query.where(t.alerts.c.run_pk.in_(list(names)))
-            for r in conn.execute(query):
-                run_id = names.get(r.run_pk)
+                query = query.where(table.c.run_pk.in_(list(names)))
+            for row in conn.execute(query):
+                run_id = names.get(row.run_pk)
                 if run_id is not None:
-                    out.setdefault(run_id, []).append(
-                        AlertRecord(r.kind, r.metric, r.step, r.severity, r.message, r.value, r.created_at))
+                    out.setdefault(run_id, []).append(make(row))
         return out
+
+    def alerts_for_runs(self, run_ids: Iterable[str] | None = None) -> dict[str, list[AlertRecord]]:
+        """Alerts of many runs (all runs when ``run_ids`` is None), in the order they were raised."""
+        return self._rows_by_run(t.alerts, run_ids, lambda r: AlertRecord(
+            r.kind, r.metric, r.step, r.severity, r.message, r.value, r.created_at))
 
     def artifacts_for_runs(self, run_ids: Iterable[str] | None = None) -> dict[str, list[ArtifactRecord]]:
         """Artifacts of many runs (all runs when ``run_ids`` is None), oldest first."""
         base = self.location.artifact_dir
-        out: dict[str, list[ArtifactRecord]] = {}
-        with self._read() as conn:
-            if run_ids is None:
-                names = dict(conn.execute(select(t.runs.c.pk, t.runs.c.run_id)).all())
-            else:
-                names = self._pks_for(conn, list(run_ids))
-            if not names:
-                return out
-            query = select(t.artifacts).order_by(t.artifacts.c.id)
-            if run_ids is not None and len(names) <= 500:
-                query = query.where(t.artifacts.c.run_pk.in_(list(names)))
-            for r in conn.execute(query):
-                run_id = names.get(r.run_pk)
-                if run_id is not None:
-                    out.setdefault(run_id, []).append(ArtifactRecord(
-                        r.name, r.kind, r.sha256, r.size, r.path if r.is_reference else str(base / r.path),
-                        bool(r.is_reference), r.step, r.created_at, _loads(r.meta, {})))
-        return out
+        return self._rows_by_run(t.artifacts, run_ids, lambda r: ArtifactRecord(
+            r.name, r.kind, r.sha256, r.size, r.path if r.is_reference else str(base / r.path),
+            bool(r.is_reference), r.step, r.created_at, _loads(r.meta, {})))
 
     def note_fields_for_scope(self, scope: str) -> dict[str, dict[str, str]]:
         """Every owner's note fields in one scope: {owner: {field: value}}."""
