@@ -119,7 +119,7 @@ def demo_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``run`` and ``demo`` to the main app."""
-    from .cli import friendly_errors
+    from .cli_common import friendly_errors
 
     app.command("run")(friendly_errors(run_command))
     app.command("demo")(friendly_errors(demo_command))
