@@ -1,15 +1,22 @@
-"""Side-by-side training throughput and peak memory: residual vs hc vs mhc.
+"""Side-by-side training throughput and peak memory: residual vs hc vs mhc (eager and fast).
 
 Trains the byte-level GPT from ``labfolio.kit`` for a few steps per variant (forward, backward,
-fused AdamW, bf16 autocast) in eager mode and under ``torch.compile``, and prints one table. The
-default shape is GPT-2 small: 12 layers, width 768, 12 heads, sequence 1024, batch 16.
+fused AdamW, bf16 autocast) in eager mode and under ``torch.compile``, and prints one table per
+shape. Shapes: ``gpt2s`` is GPT-2 small (12 layers, width 768, 12 heads), ``wide`` is 8 layers of
+width 2048 (16 heads), both at sequence 1024, batch 16. ``mhc`` is the eager reference
+(``mhc_impl="eager"``), ``mhc-fast`` the fast path (``mhc_impl="fast"``).
 
-    python benchmarks/bench_connections.py                        # GPU, full shape
-    python benchmarks/bench_connections.py --batch 8 --steps 30   # smaller batch, longer timing
-    python benchmarks/bench_connections.py --cpu-smoke            # tiny shape on CPU, seconds
+    python benchmarks/bench_connections.py                          # GPU, both shapes
+    python benchmarks/bench_connections.py --shapes gpt2s --modes compile
+    python benchmarks/bench_connections.py --cpu-smoke              # tiny shape on CPU, seconds
 
-If the ``hyper_connections`` package is importable, its HC and mHC modules are measured as
-``peer-hc`` / ``peer-mhc`` rows in the same model, for reference.
+If the ``hyper_connections`` package is importable, its HC, mHC and mHC v2 modules are measured
+as ``peer-hc`` / ``peer-mhc`` / ``peer-mhcv2`` rows in the same model, for reference.
+
+Each row is printed as soon as it is measured (and appended to ``--json``), so a run stopped
+part-way keeps what it measured. Every row also reports the activation bytes autograd saved for
+backward in one eager step (``saved GiB``, measured with saved-tensor hooks: on CPU too), and
+the first-steps time that includes compilation.
 """
 
 from __future__ import annotations
@@ -31,20 +38,26 @@ from labfolio.kit.models.gpt import GPT, GPTConfig
 __all__ = ["main", "measure", "parse_args"]
 
 CPU_SMOKE_SHAPE = {"batch": 2, "seq": 16, "depth": 2, "width": 32, "heads": 2}
+SHAPES = {  # name -> (depth, width, heads)
+    "gpt2s": (12, 768, 12),  # GPT-2 small, the shape of the peer anchor in the fast-mHC issue
+    "wide": (8, 2048, 16),  # how the overhead scales with width
+}
+CONNECTIONS = ("residual", "hc", "mhc", "mhc-fast")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
     parser.add_argument("--seq", type=int, default=1024, help="tokens per sequence (default 1024)")
-    parser.add_argument("--depth", type=int, default=12, help="transformer blocks (default 12)")
-    parser.add_argument("--width", type=int, default=768, help="model width (default 768)")
-    parser.add_argument("--heads", type=int, default=12, help="attention heads (default 12)")
+    parser.add_argument("--shapes", default="gpt2s,wide", help=f"comma-separated subset of {list(SHAPES)}")
+    parser.add_argument("--depth", type=int, default=None, help="blocks (overrides --shapes with one custom shape)")
+    parser.add_argument("--width", type=int, default=None, help="model width (with --depth)")
+    parser.add_argument("--heads", type=int, default=None, help="attention heads (with --depth)")
     parser.add_argument("--streams", type=int, default=4, help="hc/mhc streams n (default 4)")
     parser.add_argument("--static", action="store_true", help="static hc/mhc coefficients (default dynamic)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, incl. compilation (default 5)")
-    parser.add_argument("--connections", default="residual,hc,mhc", help="comma-separated subset of the default")
+    parser.add_argument("--connections", default=",".join(CONNECTIONS), help="comma-separated subset of the default")
     parser.add_argument("--modes", default=None, help="eager,compile (default both; eager on --cpu-smoke)")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="autocast dtype (default bf16)")
     parser.add_argument("--no-peer", action="store_true", help="skip the hyper_connections peer rows")
@@ -54,6 +67,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.cpu_smoke:
         for name, value in CPU_SMOKE_SHAPE.items():
             setattr(args, name, value)
+    if args.depth is not None or args.width is not None or args.heads is not None:
+        if None in (args.depth, args.width, args.heads):
+            parser.error("a custom shape needs all of --depth, --width and --heads")
+        args.shapes = [("smoke" if args.cpu_smoke else "custom", (args.depth, args.width, args.heads))]
+    else:
+        names = [name.strip() for name in args.shapes.split(",") if name.strip()]
+        unknown = [name for name in names if name not in SHAPES]
+        if unknown:
+            parser.error(f"unknown shape(s) {unknown}; use {list(SHAPES)}")
+        args.shapes = [(name, SHAPES[name]) for name in names]
     if args.modes is None:
         args.modes = "eager" if args.cpu_smoke else "eager,compile"
     args.connections = [c.strip() for c in args.connections.split(",") if c.strip()]
@@ -61,23 +84,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [m for m in args.modes if m not in ("eager", "compile")]
     if unknown:
         parser.error(f"unknown mode(s) {unknown}; use eager and/or compile")
-    unknown = [c for c in args.connections if c not in ("residual", "hc", "mhc")]
+    unknown = [c for c in args.connections if c not in CONNECTIONS]
     if unknown:
-        parser.error(f"unknown connection(s) {unknown}; use residual, hc and/or mhc")
+        parser.error(f"unknown connection(s) {unknown}; use {', '.join(CONNECTIONS)}")
     return args
 
 
-def build_model(args: argparse.Namespace, connection: str) -> GPT:
-    """Our GPT with ``connection``; ``peer-hc``/``peer-mhc`` swap in the peer package's modules."""
+def build_model(args: argparse.Namespace, connection: str, shape: tuple[int, int, int]) -> GPT:
+    """Our GPT with ``connection``; ``peer-*`` rows swap in the peer package's modules."""
     torch.manual_seed(0)
-    ours = connection if not connection.startswith("peer-") else "residual"
-    connection_config = ConnectionConfig(connection=ours, streams=args.streams, dynamic=not args.static)
-    config = GPTConfig(
-        block_size=args.seq, depth=args.depth, width=args.width, heads=args.heads, connection=connection_config
+    depth, width, heads = shape
+    ours, impl = {"mhc": ("mhc", "eager"), "mhc-fast": ("mhc", "fast")}.get(connection, (connection, "eager"))
+    if connection.startswith("peer-"):
+        ours = "residual"
+    connection_config = ConnectionConfig(
+        connection=ours, streams=args.streams, dynamic=not args.static, mhc_impl=impl
     )
+    config = GPTConfig(block_size=args.seq, depth=depth, width=width, heads=heads, connection=connection_config)
     model = GPT(config)
     if connection.startswith("peer-"):
-        _swap_in_peer(model, kind=connection.removeprefix("peer-"), streams=args.streams, width=args.width)
+        _swap_in_peer(model, kind=connection.removeprefix("peer-"), streams=args.streams, width=width)
     return model
 
 
@@ -118,6 +144,8 @@ def _swap_in_peer(model: GPT, kind: str, streams: int, width: int) -> None:
         from hyper_connections.manifold_constrained_hyper_connections import (
             get_init_and_expand_reduce_stream_functions,
         )
+    elif kind == "mhcv2":
+        from hyper_connections.mHCv2 import get_init_and_expand_reduce_stream_functions
     else:
         from hyper_connections import get_init_and_expand_reduce_stream_functions
     init_connection, expand, reduce = get_init_and_expand_reduce_stream_functions(streams, disable=False)
@@ -128,10 +156,14 @@ def _swap_in_peer(model: GPT, kind: str, streams: int, width: int) -> None:
         block.mlp_connection = _PeerConnection(init_connection(dim=width, layer_index=2 * index + 1))
 
 
-def measure(args: argparse.Namespace, connection: str, mode: str, device: torch.device) -> dict:
+def measure(
+    args: argparse.Namespace, connection: str, mode: str, device: torch.device, shape_name: str,
+    shape: tuple[int, int, int],
+) -> dict:
     """Train ``args.warmup + args.steps`` steps; time the last ``args.steps``."""
-    row = {"connection": connection, "mode": mode, "streams": 1 if connection == "residual" else args.streams}
-    model = build_model(args, connection).to(device)
+    row = {"shape": shape_name, "connection": connection, "mode": mode,
+           "streams": 1 if connection == "residual" else args.streams}
+    model = build_model(args, connection, shape).to(device)
     row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=fused)
@@ -149,9 +181,13 @@ def measure(args: argparse.Namespace, connection: str, mode: str, device: torch.
         optimizer.zero_grad(set_to_none=True)
         return loss
 
+    if mode == "eager":
+        row["saved_gib"] = _saved_activation_bytes(train_step) / 2**30
+    warmup_start = time.perf_counter()
     for _ in range(args.warmup):
         train_step()
     _synchronize(device)
+    row["warmup_s"] = time.perf_counter() - warmup_start  # includes compilation
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -164,6 +200,25 @@ def measure(args: argparse.Namespace, connection: str, mode: str, device: torch.
     row["tokens_per_s"] = args.batch * args.seq * args.steps / elapsed
     row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
     return row
+
+
+def _saved_activation_bytes(train_step: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct tensors autograd saves for backward during one training step.
+
+    Parameters count too (a linear layer saves its weight) but are the same for every variant
+    at one shape, so differences between rows are activations. In eager mode this is what the
+    step keeps alive between forward and backward; compiled graphs choose their own saved set.
+    """
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        train_step()
+    return sum(storages.values())
 
 
 def _synchronize(device: torch.device) -> None:
@@ -179,8 +234,9 @@ def _release(device: torch.device) -> None:
 
 
 _COLUMNS = (  # (title, width); numbers are right-aligned, names left-aligned
-    ("connection", -10), ("mode", -8), ("n", 2), ("params M", 9), ("tokens/s", 11),
-    ("vs residual", 11), ("ms/step", 9), ("peak GiB", 9), ("note", -1),
+    ("shape", -6), ("connection", -10), ("mode", -8), ("n", 2), ("params M", 9), ("tokens/s", 11),
+    ("ms/step", 9), ("overhead", 9), ("peak GiB", 9), ("mem x", 6), ("saved GiB", 10), ("warmup s", 9),
+    ("note", -1),
 )
 
 
@@ -190,23 +246,33 @@ def _format_row(cells: Sequence[str]) -> str:
     ).rstrip()
 
 
-def format_table(rows: list[dict]) -> str:
+def format_header() -> str:
     header = _format_row([title for title, _ in _COLUMNS])
-    lines = [header, "-" * len(header)]
-    baseline = {r["mode"]: r["tokens_per_s"] for r in rows if r["connection"] == "residual" and "error" not in r}
-    for r in rows:
-        if "error" in r:
-            lines.append(_format_row([r["connection"], r["mode"], str(r["streams"])] + [""] * 5 + [r["error"]]))
-            continue
-        ratio = r["tokens_per_s"] / baseline[r["mode"]] if r["mode"] in baseline else math.nan
-        lines.append(
-            _format_row([
-                r["connection"], r["mode"], str(r["streams"]), f"{r['params_m']:.2f}",
-                f"{r['tokens_per_s']:,.0f}", f"{ratio:.2f}x", f"{r['ms_per_step']:.1f}",
-                _format_memory(r["peak_mem_gib"]), "",
-            ])
-        )
-    return "\n".join(lines)
+    return header + "\n" + "-" * len(header)
+
+
+def format_row(r: dict, rows: list[dict]) -> str:
+    """One table line; overhead and memory are relative to residual at the same shape and mode."""
+    lead = [r["shape"], r["connection"], r["mode"], str(r["streams"])]
+    if "error" in r:
+        return _format_row(lead + [""] * 8 + [r["error"]])
+    baseline = next(
+        (b for b in rows if b["connection"] == "residual" and b["shape"] == r["shape"]
+         and b["mode"] == r["mode"] and "error" not in b),
+        None,
+    )
+    overhead = r["ms_per_step"] / baseline["ms_per_step"] - 1 if baseline else math.nan
+    memory_ratio = r["peak_mem_gib"] / baseline["peak_mem_gib"] if baseline else math.nan
+    return _format_row(lead + [
+        f"{r['params_m']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_step']:.1f}",
+        "n/a" if math.isnan(overhead) else f"{100 * overhead:+.0f}%", _format_memory(r["peak_mem_gib"]),
+        "n/a" if math.isnan(memory_ratio) else f"{memory_ratio:.2f}",
+        f"{r['saved_gib']:.3f}" if "saved_gib" in r else "", f"{r['warmup_s']:.1f}", "",
+    ])
+
+
+def format_table(rows: list[dict]) -> str:
+    return "\n".join([format_header()] + [format_row(r, rows) for r in rows])
 
 
 def _format_memory(gib: float) -> str:
@@ -222,31 +288,42 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     connections = list(args.connections)
     if not args.no_peer and peer_available():
         connections += [f"peer-{kind}" for kind in ("hc", "mhc") if kind in connections]
+        if "mhc" in connections:
+            connections.append("peer-mhcv2")
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     optimizer_name = "fused AdamW" if device.type == "cuda" else "AdamW"
     print(
         f"labfolio bench_connections | {device_name} | torch {torch.__version__} | "
-        f"depth {args.depth} width {args.width} heads {args.heads} | batch {args.batch} seq {args.seq} | "
+        f"shapes {', '.join(f'{n} {d}x{w}/{h}h' for n, (d, w, h) in args.shapes)} | batch {args.batch} seq {args.seq} | "
         f"{args.dtype} autocast | {'static' if args.static else 'dynamic'} hc/mhc | "
         f"{args.warmup} warmup + {args.steps} timed steps | fwd + bwd + {optimizer_name}",
         flush=True,
     )
-    rows = []
-    for mode in args.modes:
-        for connection in connections:
-            try:
-                rows.append(measure(args, connection, mode, device))
-            except Exception as exc:  # one failing variant (OOM, compile error) must not lose the others
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
-                rows.append({"connection": connection, "mode": mode, "streams": args.streams, "error": message})
-            _release(device)
-            print(f"  done {connection} {mode}", file=sys.stderr, flush=True)
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            record = {"device": device_name, "torch": torch.__version__, "args": vars(args), "rows": rows}
-            json.dump(record, handle, indent=2)
+    rows: list[dict] = []
+    print(format_header(), flush=True)
+    for shape_name, shape in args.shapes:
+        for mode in args.modes:
+            for connection in connections:
+                try:
+                    row = measure(args, connection, mode, device, shape_name, shape)
+                except Exception as exc:  # one failing variant (OOM, compile error) must not lose the others
+                    message = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+                    row = {"shape": shape_name, "connection": connection, "mode": mode,
+                           "streams": args.streams, "error": message}
+                rows.append(row)
+                _release(device)
+                print(format_row(row, rows), flush=True)  # as measured, so a stopped run keeps it
+                if args.json:
+                    _write_json(args.json, device_name, args, rows)
+    print()
+    print(format_table(rows))  # again, whole, with every row against its residual
     return rows
+
+
+def _write_json(path: str, device_name: str, args: argparse.Namespace, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        record = {"device": device_name, "torch": torch.__version__, "args": vars(args), "rows": rows}
+        json.dump(record, handle, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ __all__ = [
 CONNECTIONS = ("residual", "hc", "mhc")
 WRAPS = ("branch", "block")
 REDUCTIONS = ("mean", "sum", "learned")
+MHC_IMPLS = ("eager", "fast", "auto")
 
 # Names emitted by connection_diagnostics; per-layer gains add "/layer{i}" to the amax names,
 # where i counts wrapped connections in forward order (two per block with wrap="branch").
@@ -95,6 +96,10 @@ class ConnectionConfig:
     hres_offdiag_init: float = -3.0  # mhc: b_res = o·(J − 2I); −3 is the paper's 6I − 3 (diag +3, off −3)
     num_fracs: int = 1  # hc only: frac-connections split each stream into this many fractions
     reduce: Literal["mean", "sum", "learned"] = "mean"  # how n streams become one before the final norm
+    # mhc: "eager" is the readable reference; "fast" (labfolio.kit.mhc_fused) computes the same
+    # layer with bf16 streams under autocast and less saved state; "auto" = fast on CUDA only.
+    # Eager stays the default until the fast path's GPU comparison has been run and recorded.
+    mhc_impl: Literal["eager", "fast", "auto"] = "eager"
 
     def __post_init__(self) -> None:
         if self.connection not in CONNECTIONS:
@@ -103,6 +108,8 @@ class ConnectionConfig:
             raise ValueError(f"wrap must be one of {WRAPS}, got {self.wrap!r}")
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
+        if self.mhc_impl not in MHC_IMPLS:
+            raise ValueError(f"mhc_impl must be one of {MHC_IMPLS}, got {self.mhc_impl!r}")
         _require_int("streams", self.streams, minimum=1)
         _require_int("sinkhorn_iters", self.sinkhorn_iters, minimum=1)
         _require_int("num_fracs", self.num_fracs, minimum=1)

@@ -26,6 +26,10 @@ the residual one and the layer computes x + h_post·F(h_pre·x) with scalar gain
 h_post = 2σ(·) (≈ 0.953 and 1 at init). Because each branch starts with a scale-invariant norm,
 F(h_pre·x) equals F(x) up to the norm's eps; the layer is a residual block with learned scalar
 branch gains, not bit-identical to x + F(x).
+
+This module is the eager reference. ``mhc_impl="fast"`` runs the same layer through
+``labfolio.kit.mhc_fused`` (bf16 streams under autocast, float32 coefficients, no saved float32
+copies, Sinkhorn recomputed in backward); tests hold the two to the same outputs and gradients.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labfolio.kit.mhc_fused import fast_mhc_forward
 from labfolio.kit.sinkhorn import sinkhorn
 from labfolio.kit.stream_mixing import RecordedCoefficients, apply_hyper_connection, coefficient_dtype
 
@@ -71,6 +76,7 @@ class ManifoldHyperConnection(nn.Module):
         self.dynamic = config.dynamic
         self.sinkhorn_iters = config.sinkhorn_iters
         self.sinkhorn_tau = config.sinkhorn_tau
+        self.impl = config.mhc_impl
         self.layer_index = layer_index
         self.home_stream = layer_index % num_streams
 
@@ -120,6 +126,8 @@ class ManifoldHyperConnection(nn.Module):
             f"mhc expects streams (B, T, {self.num_streams}, C), got {tuple(streams.shape)}; "
             "expand the input with StreamAdapter.expand first"
         )
+        if self.impl == "fast" or (self.impl == "auto" and streams.device.type == "cuda"):
+            return fast_mhc_forward(self, streams, branch)
         h_pre, h_res, h_post = self.coefficients(streams)
         gates = (
             torch.stack([self.pre_gate, self.post_gate, self.res_gate]).detach() if self.dynamic else None
@@ -130,5 +138,5 @@ class ManifoldHyperConnection(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"streams={self.num_streams}, dynamic={self.dynamic}, sinkhorn_iters={self.sinkhorn_iters}, "
-            f"sinkhorn_tau={self.sinkhorn_tau}, layer_index={self.layer_index}, home_stream={self.home_stream}"
+            f"sinkhorn_tau={self.sinkhorn_tau}, impl={self.impl}, layer_index={self.layer_index}, home_stream={self.home_stream}"
         )

@@ -1,0 +1,220 @@
+"""The fast path of mHC (``mhc_impl="fast"``): the eager reference's function, laid out for speed.
+
+``labfolio.kit.mhc`` is the reference: every step is a separate, readable tensor op, and
+autograd keeps whatever it needs. That costs memory and bandwidth that the mHC layer does not
+need. This module computes the same layer, X' = H_res·X + H_postᵀ·F(H_pre·X), with the same
+parameters and init, but:
+
+- **Streams are stored in the autocast dtype** (bf16 under bf16 autocast) while every
+  coefficient stays float32 (float64 for float64 streams): the n-stream state is the largest
+  tensor of the layer, so its dtype sets most of the layer's memory and traffic. Without
+  autocast the streams keep their dtype, and the fast path is the reference up to rounding.
+- **Project, then divide by the RMS.** RMSNorm(x)·φ = (x·φ)·rsqrt(mean(x²) + eps), so the
+  normalised n·C vector is never materialised; the reference keeps it (float32, the size of the
+  whole state) for φ's gradient. ``rms_projection`` saves only the stream state, which the
+  mixing saves anyway, and the (N, 2n + n²) projection.
+- **Sinkhorn is recomputed in backward.** Autograd through 20 iterations keeps 40 (N, n, n)
+  float32 intermediates per layer; ``sinkhorn_recompute`` keeps only the logits and
+  differentiates the iterations by hand, replaying them in backward.
+- **No fp32 copy of the state is ever saved:** the mixes multiply the stored streams by float32
+  coefficients, so autograd keeps a reference to the bf16 state and the small coefficients.
+
+Everything is plain torch (no custom kernels): it runs on CPU, where the tests compare it with
+the reference, and under ``torch.compile`` every step between the two matmuls is pointwise or a
+reduction over n ≤ 8 entries, which inductor unrolls and fuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from labfolio.kit.stream_mixing import RecordedCoefficients, coefficient_dtype, weighted_slot_sum
+
+if TYPE_CHECKING:
+    from labfolio.kit.mhc import ManifoldHyperConnection
+
+__all__ = [
+    "fast_mhc_forward",
+    "rms_projection",
+    "sinkhorn_recompute",
+    "stream_storage_dtype",
+]
+
+_NORM_EPS = 1e-6  # the reference's RMSNorm eps (labfolio.kit.mhc)
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def stream_storage_dtype(streams: torch.Tensor) -> torch.dtype:
+    """The dtype the fast path stores streams in: the autocast dtype if autocast is on, else theirs."""
+    device_type = streams.device.type
+    if streams.dtype != torch.float64 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return streams.dtype
+
+
+# --------------------------------------------------------------------------- coefficient projection
+
+
+class _RMSProjection(torch.autograd.Function):
+    """y = (x · φ) · r with r = rsqrt(mean(x²) + eps); x (N, F) any float dtype, φ (F, D) float32/64.
+
+    The matmul runs in x's dtype when x is bf16/fp16 (fp32 accumulation, as every autocast
+    linear does) and in φ's dtype otherwise; r and y are always in φ's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, phi: torch.Tensor, eps: float) -> torch.Tensor:
+        compute = phi.dtype
+        inv_rms = torch.rsqrt(x.to(compute).square().mean(dim=-1, keepdim=True) + eps)  # (N, 1)
+        raw = _matmul(x, phi)  # (N, D) in φ's dtype
+        ctx.save_for_backward(x, phi, inv_rms, raw)
+        return raw * inv_rms
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, phi, inv_rms, raw = ctx.saved_tensors
+        grad = grad.to(phi.dtype)
+        grad_raw = grad * inv_rms  # (N, D)
+        grad_phi = _matmul(x.transpose(0, 1), grad_raw) if ctx.needs_input_grad[1] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # ∂r/∂x = −r³·x/F, so the norm's share is −(Σ_d g_d·raw_d)·r³/F · x.
+            num_features = x.shape[-1]
+            norm_coeff = -(grad * raw).sum(dim=-1, keepdim=True) * inv_rms.pow(3) / num_features  # (N, 1)
+            # In x's dtype when x is bf16/fp16, like the forward matmul.
+            grad_x = _matmul(grad_raw.to(x.dtype), phi.transpose(0, 1)) + norm_coeff * x.to(phi.dtype)
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, grad_phi, None
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in the low-precision dtype if either operand is bf16/fp16, else in the wider one; result in the wider."""
+    wide = b.dtype if b.dtype not in _LOW_PRECISION else a.dtype
+    low = next((t.dtype for t in (a, b) if t.dtype in _LOW_PRECISION), None)
+    if low is None:
+        return a.to(wide) @ b.to(wide)
+    # bf16 operands with fp32 accumulation: a float32 copy of the (N, n·C) state would cost more
+    # traffic than the whole matmul, and the result is rounded once, to bf16, before it is widened.
+    return (a.to(low) @ b.to(low)).to(wide)
+
+
+def rms_projection(x: torch.Tensor, phi: torch.Tensor, eps: float = _NORM_EPS) -> torch.Tensor:
+    """RMSNorm(x) @ φ without materialising RMSNorm(x): x (N, F), φ (F, D) → (N, D) in φ's dtype."""
+    assert x.dim() == 2 and phi.dim() == 2 and x.shape[1] == phi.shape[0], (
+        f"rms_projection needs x (N, F) and phi (F, D), got {tuple(x.shape)} and {tuple(phi.shape)}"
+    )
+    return _RMSProjection.apply(x, phi, eps)
+
+
+# --------------------------------------------------------------------------- Sinkhorn
+
+
+def _sinkhorn_iterates(scaled: torch.Tensor, iters: int, keep: bool):
+    """The reference's iteration (exp, then column and row normalisation) from max-shifted logits."""
+    matrix = scaled.exp()
+    exp_matrix = matrix
+    kept = []
+    for _ in range(iters):
+        col_sums = matrix.sum(dim=-2, keepdim=True)
+        matrix = matrix / col_sums
+        if keep:
+            kept.append((matrix, col_sums, -2))
+        row_sums = matrix.sum(dim=-1, keepdim=True)
+        matrix = matrix / row_sums
+        if keep:
+            kept.append((matrix, row_sums, -1))
+    return matrix, exp_matrix, kept
+
+
+class _SinkhornRecompute(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, iters: int, tau: float) -> torch.Tensor:
+        scaled = logits / tau
+        # As in the reference: the max shift only prevents overflow and carries no gradient.
+        scaled = scaled - scaled.amax(dim=(-2, -1), keepdim=True)
+        ctx.save_for_backward(scaled)
+        ctx.iters, ctx.tau = iters, tau
+        return _sinkhorn_iterates(scaled, iters, keep=False)[0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (scaled,) = ctx.saved_tensors
+        _, exp_matrix, kept = _sinkhorn_iterates(scaled, ctx.iters, keep=True)
+        for normalised, sums, axis in reversed(kept):
+            # out = m / s with s = Σ_axis m:  ∂L/∂m = (g − Σ_axis g·out) / s
+            grad = (grad - (grad * normalised).sum(dim=axis, keepdim=True)) / sums
+        return grad * exp_matrix / ctx.tau, None, None
+
+
+def sinkhorn_recompute(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) -> torch.Tensor:
+    """``labfolio.kit.sinkhorn.sinkhorn`` with the same forward, saving only the logits for backward.
+
+    Float32 (float64 for float64 input) whatever autocast says, like the reference.
+    """
+    assert logits.dim() >= 2 and logits.shape[-1] == logits.shape[-2], (
+        f"sinkhorn needs square matrices in the last two dims, got shape {tuple(logits.shape)}"
+    )
+    if iters < 1:
+        raise ValueError(f"sinkhorn needs iters >= 1, got {iters}")
+    if not tau > 0:
+        raise ValueError(f"sinkhorn needs a positive temperature tau, got {tau}")
+    compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return _SinkhornRecompute.apply(logits.to(compute_dtype), iters, tau)
+
+
+# --------------------------------------------------------------------------- the layer
+
+
+def fast_mhc_coefficients(
+    module: ManifoldHyperConnection, streams: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Same as ``ManifoldHyperConnection.coefficients``: (h_pre (..., 1, n), h_res (..., n, n), h_post (..., n))."""
+    n = module.num_streams
+    dtype = coefficient_dtype(streams)
+    with torch.autocast(device_type=streams.device.type, enabled=False):
+        pre_logits = module.pre_bias.to(dtype)
+        post_logits = module.post_bias.to(dtype)
+        res_logits = module.res_bias.to(dtype)
+        if module.dynamic:
+            batch, seq = streams.shape[:2]
+            flat = streams.reshape(batch * seq, -1)  # (B·T, nC), still in the storage dtype
+            projected = rms_projection(flat, module.phi.to(dtype)).reshape(batch, seq, -1)  # (B, T, 2n + n²)
+            pre_term, post_term, res_term = projected.split([n, n, n * n], dim=-1)
+            pre_logits = module.pre_gate.to(dtype) * pre_term + pre_logits
+            post_logits = module.post_gate.to(dtype) * post_term + post_logits
+            res_logits = module.res_gate.to(dtype) * res_term.reshape(batch, seq, n, n) + res_logits
+        h_pre = torch.sigmoid(pre_logits).unsqueeze(-2)  # (..., 1, n)
+        h_post = 2 * torch.sigmoid(post_logits)  # (..., n)
+    h_res = sinkhorn_recompute(res_logits, module.sinkhorn_iters, module.sinkhorn_tau)  # (..., n, n)
+    return h_pre, h_res, h_post
+
+
+def fast_mhc_forward(
+    module: ManifoldHyperConnection, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """One mHC-wrapped branch: streams (B, T, n, C) → (B, T, n, C) in ``stream_storage_dtype``."""
+    batch, seq, num_streams, width = streams.shape
+    storage = stream_storage_dtype(streams)
+    h_pre, h_res, h_post = fast_mhc_coefficients(module, streams)
+    gates = torch.stack([module.pre_gate, module.post_gate, module.res_gate]).detach() if module.dynamic else None
+    module.recorded = RecordedCoefficients("mhc", h_pre.detach(), h_post.detach(), h_res.detach(), gates)
+
+    with torch.autocast(device_type=streams.device.type, enabled=False):
+        # float32 coefficients times stored streams: the products promote to float32, and
+        # autograd keeps the stored (bf16) state, not a float32 copy of it.
+        branch_input = weighted_slot_sum(h_pre, streams).reshape(batch, seq, width).to(storage)  # (B, T, C)
+
+    branch_output = branch(branch_input)  # (B, T, C), under the caller's autocast
+    assert branch_output.shape == (batch, seq, width), (
+        f"branch must map (B, T, C) to (B, T, C); got {tuple(branch_output.shape)} "
+        f"for input {(batch, seq, width)}"
+    )
+
+    with torch.autocast(device_type=streams.device.type, enabled=False):
+        mixed = weighted_slot_sum(h_res, streams)  # (B, T, n, C) float32, fused with the add below
+        out = mixed + h_post[..., None] * branch_output[:, :, None, :]
+    return out.to(storage)
