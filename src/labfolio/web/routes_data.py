@@ -32,12 +32,14 @@ def series(request: Request, run: list[str] = Query(..., description="Run id (re
            x: str = Query("step", pattern="^(step|time|epoch)$", description="x axis: step, time or epoch."),
            xmin: Optional[float] = Query(None, description="Left edge of the zoomed view."),
            xmax: Optional[float] = Query(None, description="Right edge of the zoomed view."),
-           points: int = Query(DEFAULT_POINTS, ge=10, le=20_000, description="Points per series at most.")):
+           points: int = Query(DEFAULT_POINTS, ge=10, le=20_000, description="Points per series at most."),
+           encoding: str = Query("list", pattern="^(list|b64)$",
+                                 description="list: JSON numbers (null for NaN); b64: base64 float64 arrays.")):
     """One metric of one or many runs, min/max-downsampled to ``points`` (re-bucketed inside a zoom)."""
     if len(run) > 500:
         raise ConfigError("at most 500 runs per overlay")
     return JSONResponse(series_payload(request.app.state.store, run, key, x=x, x_min=xmin, x_max=xmax,
-                                       points=points))
+                                       points=points, encoding=encoding))
 
 
 @router.get("/data/bands", dependencies=[Depends(can_read)], tags=["data"])

@@ -6,8 +6,11 @@ chosen x axis needs and, when zoomed on steps, only the chunks that overlap the 
 
 from __future__ import annotations
 
+import base64
 import math
+import threading
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 from sqlalchemy import select
@@ -79,35 +82,117 @@ def _epoch_axis(store, run_id: str, steps: np.ndarray) -> np.ndarray | None:
 
 def _clean(values: np.ndarray) -> list:
     # JSON has no NaN: plotly draws None as a gap, which is what a NaN in training is.
-    return [None if not math.isfinite(v) else v for v in values.tolist()]
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()
+    return np.where(finite, values, None).tolist()
+
+
+def _b64(values: np.ndarray) -> str:
+    """Little-endian float64 as base64: a tenth of the JSON number text to write and to parse.
+    NaN stays NaN, which plotly draws as a gap."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+class _SeriesCache:
+    """Downsampled series by (run, key, axis, view, budget, point count). A run that logs more
+    points has a new count, so live runs are never served stale; finished runs are served from
+    memory on every reload and poll."""
+
+    def __init__(self, size: int = 2048):
+        self.size = size
+        self._items: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_CACHE = _SeriesCache()
+
+
+def _point_counts(store, run_ids: list[str], key: str) -> dict[str, tuple[int, int, int]]:
+    """run id -> (run pk, key id, points of ``key``): what identifies a cached series."""
+    with store.engine.connect() as conn:
+        key_id = _key_id(conn, key)
+        if key_id is None:
+            return {}
+        rows = conn.execute(select(t.runs.c.run_id, t.runs.c.pk, t.summaries.c.count)
+                            .join(t.summaries, t.summaries.c.run_pk == t.runs.c.pk)
+                            .where(t.summaries.c.key_id == key_id, t.runs.c.run_id.in_(run_ids))).all()
+    return {r.run_id: (r.pk, key_id, int(r.count)) for r in rows}
 
 
 def series_payload(store, run_ids: list[str], key: str, *, x: str = "step", x_min: float | None = None,
-                   x_max: float | None = None, points: int = DEFAULT_POINTS) -> dict:
-    """``{"key", "x", "series": [{"run_id", "x", "y", "total", "last_step"}]}`` for plotly."""
+                   x_max: float | None = None, points: int = DEFAULT_POINTS, encoding: str = "list") -> dict:
+    """``{"key", "x", "series": [{"run_id", "x", "y", "total", "last_step"}]}`` for plotly.
+
+    ``encoding="b64"`` sends x and y as base64 little-endian float64 (what the pages ask for);
+    ``"list"`` sends JSON numbers with null for NaN/Inf.
+    """
     if x not in X_AXES:
         raise ConfigError(f"x must be one of {', '.join(X_AXES)}, not {x!r}")
+    if encoding not in ("list", "b64"):
+        raise ConfigError(f"encoding must be list or b64, not {encoding!r}")
     points = max(10, min(int(points), 20_000))
     step_range = (x_min, x_max) if x == "step" and (x_min is not None or x_max is not None) else None
-    found = read_series(store, run_ids, key, with_times=x == "time", step_range=step_range)
+    view = step_range if x == "step" else ((x_min, x_max) if x_min is not None or x_max is not None else None)
+    identity = _point_counts(store, run_ids, key)
+    where = store.location.url
+    results: dict[str, tuple] = {}
+    missing = []
+    for run_id in run_ids:
+        if run_id not in identity:
+            continue
+        cache_key = (where, *identity[run_id], x, view, points)
+        found = _CACHE.get(cache_key)
+        if found is None:
+            missing.append(run_id)
+        else:
+            results[run_id] = found
+    if missing:
+        found_series = read_series(store, missing, key, with_times=x == "time", step_range=step_range)
+        for run_id in missing:
+            if run_id not in found_series:
+                continue
+            steps, values, times = found_series[run_id]
+            if x == "time":
+                axis = times - times[0] if len(times) else times
+            elif x == "epoch":
+                axis = _epoch_axis(store, run_id, steps)
+                if axis is None:
+                    axis = steps.astype(np.float64)
+            else:
+                axis = steps
+            xs, ys = downsample(axis, values, points, view)
+            # The total and last step of a zoomed read are those of the view: the run's own come
+            # from the point count, which is what the cache key and the live poll compare.
+            entry = (xs, ys, identity[run_id][2], int(steps[-1]) if len(steps) else None)
+            results[run_id] = entry
+            _CACHE.put((where, *identity[run_id], x, view, points), entry)
     series = []
     for run_id in run_ids:
-        if run_id not in found:
+        if run_id not in results:
             continue
-        steps, values, times = found[run_id]
-        if x == "time":
-            axis = times - times[0] if len(times) else times
-        elif x == "epoch":
-            axis = _epoch_axis(store, run_id, steps)
-            if axis is None:
-                axis = steps.astype(np.float64)
+        xs, ys, total, last_step = results[run_id]
+        if encoding == "b64":
+            xy = {"x": _b64(xs), "y": _b64(ys), "n": int(len(xs))}
         else:
-            axis = steps
-        view = None if x == "step" or (x_min is None and x_max is None) else (x_min, x_max)
-        xs, ys = downsample(axis, values, points, view if view is not None else step_range)
-        series.append({"run_id": run_id, "x": xs.tolist(), "y": _clean(ys), "total": int(len(steps)),
-                       "last_step": int(steps[-1]) if len(steps) else None})
-    return {"key": key, "x": x, "points": points, "series": series}
+            xy = {"x": xs.tolist(), "y": _clean(ys)}
+        series.append({"run_id": run_id, **xy, "total": total, "last_step": last_step})
+    return {"key": key, "x": x, "points": points, "encoding": encoding, "series": series}
 
 
 def variant_bands(store, groups: dict[str, list[str]], key: str, buckets: int = 400) -> dict:

@@ -19,12 +19,20 @@ const LF = {
   smoothing() { const el = document.getElementById("smoothing"); return el ? parseFloat(el.value) : 0; },
 };
 
+// The server sends series as base64 float64 (NaN marks a gap, which plotly leaves undrawn).
+function decodeF64(b64) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Float64Array(bytes.buffer);
+}
+
 // Debiased exponential moving average, skipping gaps (null) as TensorBoard's slider does.
 function ema(values, weight) {
   if (!weight) return values;
   let last = 0, n = 0;
   return values.map(v => {
-    if (v === null || !isFinite(v)) return v;
+    if (v === null || !isFinite(v)) return v;  // a gap stays a gap
     last = last * weight + (1 - weight) * v; n += 1;
     return last / (1 - Math.pow(weight, n));
   });
@@ -35,7 +43,7 @@ const charts = new Map();  // div id -> {div, runs, key, range}
 function seriesURL(runs, key, range) {
   const p = new URLSearchParams();
   runs.forEach(r => p.append("run", r));
-  p.set("key", key); p.set("x", LF.xAxis());
+  p.set("key", key); p.set("x", LF.xAxis()); p.set("encoding", "b64");
   if (range) { p.set("xmin", range[0]); p.set("xmax", range[1]); }
   return "/data/series?" + p.toString();
 }
@@ -46,7 +54,7 @@ async function drawSeries(div, keepRange) {
   const data = await LF.getJSON(seriesURL(spec.runs, spec.key, keepRange ? spec.range : null));
   const w = LF.smoothing();
   const traces = data.series.map(s => ({
-    x: s.x, y: ema(s.y, w), name: spec.runs.length > 1 ? s.run_id : spec.key, mode: "lines", type: "scatter",
+    x: decodeF64(s.x), y: ema(decodeF64(s.y), w), name: spec.runs.length > 1 ? s.run_id : spec.key, mode: "lines", type: "scatter",
     line: {width: 1.5}, hovertemplate: "%{x}: %{y:.5g}<extra>" + s.run_id + "</extra>",
   }));
   const layout = {
@@ -57,7 +65,7 @@ async function drawSeries(div, keepRange) {
   spec.drawing = true;
   await Plotly.react(div, traces, layout, {responsive: true, displaylogo: false});
   spec.drawing = false;
-  div.dataset.drawn = String(data.series.reduce((n, s) => n + s.x.length, 0));
+  div.dataset.drawn = String(data.series.reduce((n, s) => n + s.n, 0));
   if (!spec.bound) {
     spec.bound = true;
     // Zoom asks the server for fresh buckets inside the view, so spikes stay visible at every scale.
