@@ -176,10 +176,14 @@ def bench_ingest(folder: Path, total_points: int = 2_000_000) -> None:
                 "assert run.flush(timeout=120)\n"
                 "dt = time.perf_counter() - t0\n"
                 "run.finish()\n"
-                "print(f'SDK through the server (log loop + drain + flush): {1e6 / dt / 1e6:5.2f} M points/s "
-                "(1000000 points in {dt:.2f} s)')\n")
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        print(out.stdout.strip() or out.stderr.strip()[-500:])
+                "print(f'{1e6 / dt / 1e6:5.2f} M points/s (1000000 points in {dt:.2f} s)')\n")
+        local_env = {k: v for k, v in env.items() if k not in ("LABFOLIO_SERVER", "LABFOLIO_TOKEN")}
+        local_env["LABFOLIO_DIR"] = str(folder / "local")
+        for label, run_env in (("SDK through the server (log loop + drain + flush)", env),
+                               ("SDK into local SQLite, same loop (for scale)", local_env)):
+            out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
+                                 timeout=300)
+            print(f"{label}: {out.stdout.strip() or out.stderr.strip()[-500:]}")
     finally:
         server.terminate()
         server.wait(10)
