@@ -99,6 +99,15 @@ def test_unknown_events_and_bad_key_codes_are_rejected(ingest):
     assert response.status_code == 400 and "key code" in response.json()["detail"]
 
 
+def test_non_finite_config_values_arrive_as_strings(ingest):
+    store, client, headers = ingest
+    body = json.dumps({"events": [{"type": "start", "run_id": "nan_cfg", "config": {"lr": float("nan"),
+                                                                                 "clip": [float("inf")]}}]})
+    response = client.post("/api/v1/batches", content=body, headers={**headers, "content-type": "application/json"})
+    assert response.status_code == 200
+    assert store.get_run("nan_cfg").config == {"lr": "nan", "clip": ["inf"]}
+
+
 def test_ingestion_needs_a_token(ingest):
     _, client, _ = ingest
     body = encode_batch(Batch(events=[{"type": "experiment", "name": "x"}]))

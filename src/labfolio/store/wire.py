@@ -14,6 +14,7 @@ and ``seqs`` lists) is accepted too, for clients without numpy.
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import numpy as np
@@ -56,6 +57,17 @@ def encode_batch(batch: Batch) -> bytes:
     return b"".join(parts)
 
 
+def _finite_json(value):
+    """Config as the SDK stores it: NaN/Inf as strings, so every database can parse it as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _check_header(header) -> None:
     if not isinstance(header, dict):
         raise BatchFormatError("a batch header must be a JSON object")
@@ -68,6 +80,9 @@ def _check_header(header) -> None:
     for event in events:
         if event.get("type") not in EVENT_TYPES:
             raise BatchFormatError(f"unknown event type {event.get('type')!r}; known: {', '.join(sorted(EVENT_TYPES))}")
+        for name in ("config", "update"):
+            if name in event:
+                event[name] = _finite_json(event[name])
     for name in ("journal_from", "journal_to"):
         value = header.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):

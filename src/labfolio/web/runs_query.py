@@ -13,8 +13,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import Float, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import ARRAY, Float, String, Text, and_, case, cast, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import array as pg_array
 
 from ..errors import ConfigError
 from ..store import schema as t
@@ -84,9 +85,10 @@ class _Expressions:
             text = case((kind == "true", "true"), (kind == "false", "false"), else_=cast(value, String))
             return numeric, text
         doc = cast(t.runs.c.config, JSONB)
-        array = literal("{" + ",".join('"' + p.replace('"', '\\"') + '"' for p in path) + "}")
-        numeric = case((func.jsonb_typeof(doc.op("#>")(array)) == "number", cast(doc.op("#>>")(array), Float)))
-        return numeric, doc.op("#>>")(array)
+        array = cast(pg_array([literal(p, Text) for p in path]), ARRAY(Text))  # a text[] path for #> and #>>
+        as_text = doc.op("#>>", return_type=Text)(array)
+        numeric = case((func.jsonb_typeof(doc.op("#>", return_type=JSONB)(array)) == "number", cast(as_text, Float)))
+        return numeric, as_text
 
     def summary(self, key: str):
         key_id = self.key_ids.get(key)
