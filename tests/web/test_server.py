@@ -226,6 +226,7 @@ def test_a_server_restart_midway_loses_no_point_in_postgresql(tmp_path, postgres
         server.stop()
         if client.poll() is None:
             client.kill()
+    assert "caught up after" in err  # the client did see the outage, and recovered by itself
     run_id = out.split("RUN_ID")[1].strip()
     store = open_store(url)
     _check_points(store, run_id, steps)
