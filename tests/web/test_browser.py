@@ -17,6 +17,13 @@ def dashboard(tmp_path_factory):
     home = tmp_path_factory.mktemp("browser")
     store = open_store(home / "lf")
     seed_study(store)
+    from seed import start_run
+
+    start_run(store, "long_run", experiment="exp_long", state="finished")
+    steps = np.arange(50_000)
+    values = np.sin(steps / 500.0)
+    values[31_337] = 25.0
+    append_points(store, "long_run", "loss", steps, values)
     server = ServerProcess(["ui", "--store", str(home / "lf")], free_port(), log=home / "ui.log").start()
     yield server, store
     server.stop()
@@ -46,7 +53,7 @@ def _drawn_points(page, selector):
 def test_every_page_opens_and_draws_its_charts(page, dashboard):
     server, _ = dashboard
     page.goto(f"{server.url}/runs")
-    assert page.locator("#runs-table tbody tr").count() == 7
+    assert page.locator("#runs-table tbody tr").count() == 8  # the seeded study and one long run
     page.screenshot(path=str(page.shots / "runs.png"), full_page=True)
     page.goto(f"{server.url}/experiments")
     assert page.locator("text=exp_a").first.is_visible()
@@ -109,3 +116,17 @@ def test_hypothesis_edited_in_the_page_reaches_the_store(page, dashboard):
     page.click("section[data-field=hypothesis] button")
     page.wait_for_selector("section[data-field=hypothesis] .edit-result.ok")
     assert store.note_fields("experiment", "exp_b")["hypothesis"] == "Higher LR converges faster"
+
+
+def test_zooming_asks_the_server_for_finer_buckets_and_spikes_survive(page, dashboard):
+    server, _ = dashboard
+    page.goto(f"{server.url}/runs/long_run")
+    page.wait_for_selector("#chart-1 .scatterlayer .trace path.js-line")
+    in_view = ("() => { const d = document.querySelector('#chart-1').data[0]; let n = 0;"
+               " for (const x of d.x) if (x >= 30000 && x <= 31000) n++; return n; }")
+    assert page.evaluate("() => Math.max(...document.querySelector('#chart-1').data[0].y)") == 25.0
+    coarse = page.evaluate(in_view)
+    page.evaluate("() => Plotly.relayout(document.querySelector('#chart-1'), {'xaxis.range': [30000, 31000]})")
+    page.wait_for_function(f"() => ({in_view})() > {coarse * 5}", timeout=15_000)
+    assert page.evaluate(in_view) > 500  # the view is drawn from its own ~2000 buckets
+    page.screenshot(path=str(page.shots / "zoom.png"))

@@ -71,8 +71,9 @@ async function drawSeries(div, keepRange) {
     // Zoom asks the server for fresh buckets inside the view, so spikes stay visible at every scale.
     div.on("plotly_relayout", ev => {
       if (spec.drawing) return;
-      if (ev["xaxis.range[0]"] !== undefined) {
-        spec.range = [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
+      const range = ev["xaxis.range"] || (ev["xaxis.range[0]"] !== undefined ? [ev["xaxis.range[0]"], ev["xaxis.range[1]"]] : null);
+      if (range) {
+        spec.range = [range[0], range[1]];
         drawSeries(div, true);
       } else if (ev["xaxis.autorange"]) {
         spec.range = null;
