@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .cli import friendly_errors
+from .cli_common import friendly_errors
 
 __all__ = ["register", "token_app", "ui_command", "server_command"]
 
