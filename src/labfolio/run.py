@@ -10,7 +10,6 @@ training loop never waits for the device.
 from __future__ import annotations
 
 import atexit
-import math
 import os
 import signal
 import socket
