@@ -12,7 +12,14 @@ from torch import nn  # noqa: E402
 from labfolio.kit import mhc as mhc_module  # noqa: E402
 from labfolio.kit.connections import ConnectionConfig, ConnectionWarning, connection_diagnostics  # noqa: E402
 from labfolio.kit.mhc import ManifoldHyperConnection  # noqa: E402
-from labfolio.kit.mhc_fused import rms_projection, sinkhorn_recompute, stream_storage_dtype  # noqa: E402
+from labfolio.kit.mhc_fused import (  # noqa: E402
+    RECOMPUTE_SEGMENT,
+    PendingStreams,
+    materialize,
+    rms_projection,
+    sinkhorn_recompute,
+    stream_storage_dtype,
+)
 from labfolio.kit.models import GPT, GPTConfig  # noqa: E402
 from labfolio.kit.sinkhorn import doubly_stochastic_errors, sinkhorn  # noqa: E402
 
@@ -70,7 +77,7 @@ def run_connection(impl, dtype, dynamic, streams_count, seed=0):
     module, branch = module.to(dtype), branch.to(dtype)
     perturb(module, seed + 1)
     streams = random_streams(streams=streams_count, seed=seed + 2, dtype=dtype).requires_grad_(True)
-    out = module(streams, branch)
+    out = materialize(module(streams, branch))
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 3), dtype=dtype)
     out.backward(grad_out)
     grads = {f"connection.{n}": p.grad for n, p in module.named_parameters()}
@@ -192,7 +199,7 @@ def test_fast_mhc_under_bf16_autocast_stores_bf16_streams_with_float32_coefficie
         perturb(module, seed=1)
         branch = PreNormBranch()
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            outs[impl] = module(random_streams(seed=2), branch)
+            outs[impl] = materialize(module(random_streams(seed=2), branch))
         recorded = module.recorded
         assert recorded.h_res.dtype == recorded.h_pre.dtype == recorded.h_post.dtype == torch.float32
         assert doubly_stochastic_errors(recorded.h_res)[0] < 1e-6
@@ -243,7 +250,7 @@ def test_fast_mhc_compiles_as_one_graph_and_matches_eager():
     branch = PreNormBranch()
 
     def step(streams):
-        return module(streams, branch)
+        return materialize(module(streams, branch))
 
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
     streams = random_streams(seed=2).requires_grad_(True)
@@ -287,3 +294,39 @@ def test_fast_mhc_diagnostics_carry_every_fixed_name():
     model(torch.randint(0, 256, (2, 8)))
     names = connection_diagnostics(model)
     assert {"sinkhorn_row_err", "sinkhorn_col_err_raw", "H_res_diag_mean", "amax_gain_fwd"} <= names.keys()
+
+
+def test_fast_path_stores_a_state_only_every_recompute_segment_connections():
+    torch.manual_seed(0)
+    modules = [ManifoldHyperConnection(mhc_config(mhc_impl="fast"), WIDTH, i) for i in range(2 * RECOMPUTE_SEGMENT + 1)]
+    state = random_streams()
+    kinds = []
+    for module in modules:
+        state = module(state, PreNormBranch())
+        kinds.append(type(state).__name__)
+    expected = (["PendingStreams"] * (RECOMPUTE_SEGMENT - 1) + ["Tensor"]) * 2 + ["PendingStreams"]
+    assert kinds == expected
+    assert isinstance(state, PendingStreams) and materialize(state).shape == (2, 3, 4, WIDTH)
+
+
+def test_fast_mhc_gpt_compiles_as_one_graph_with_the_min_cut_partitioner_and_matches_eager():
+    # aot_eager_decomp_partition partitions forward and backward with the min-cut
+    # rematerialisation that inductor uses, so checkpoint regions and the custom autograd
+    # Functions are traced the way a GPU compile traces them.
+    idx = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(6))
+    results = {}
+    for name in ("eager", "compiled"):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=8, depth=2, width=WIDTH, heads=2, connection=mhc_config(mhc_impl="fast")))
+        perturb(model, seed=7)
+        step = torch.compile(model, backend="aot_eager_decomp_partition", fullgraph=True) if name == "compiled" else model
+        _, loss = step(idx, idx)
+        loss.backward()
+        results[name] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    torch._dynamo.reset()
+    (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results["eager"], results["compiled"]
+    assert relative_error(compiled_loss, eager_loss) < 1e-6
+    floor = 1e-6 * torch.stack([g.norm() for g in eager_grads.values()]).max()
+    for name in eager_grads:
+        difference = (compiled_grads[name] - eager_grads[name]).norm()
+        assert difference <= 1e-4 * torch.maximum(eager_grads[name].norm(), floor), name

@@ -33,6 +33,7 @@ from torch import nn
 
 from labfolio.kit.hc import HyperConnection, hc_parameter_count
 from labfolio.kit.mhc import ManifoldHyperConnection, mhc_parameter_count
+from labfolio.kit.mhc_fused import PendingStreams, materialize
 from labfolio.kit.sinkhorn import FLOAT32_SMALLEST_NORMAL_LOG
 
 __all__ = [
@@ -235,10 +236,11 @@ class StreamAdapter(nn.Module):
             return x
         return x.unsqueeze(-2).expand(*x.shape[:2], self.num_streams, self.width)
 
-    def reduce(self, streams: torch.Tensor) -> torch.Tensor:
+    def reduce(self, streams: torch.Tensor | PendingStreams) -> torch.Tensor:
         """(B, T, n, C) → (B, T, C); records the mean pairwise stream cosine similarity."""
         if not self.multi_stream:
             return streams
+        streams = materialize(streams)  # the fast mhc path may hand over a state with pending mixes
         assert streams.dim() == 4 and streams.shape[2] == self.num_streams, (
             f"expected (B, T, {self.num_streams}, C), got shape {tuple(streams.shape)}"
         )

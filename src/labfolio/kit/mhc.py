@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labfolio.kit.mhc_fused import fast_mhc_forward
+from labfolio.kit.mhc_fused import PendingStreams, fast_mhc_forward, materialize
 from labfolio.kit.sinkhorn import sinkhorn
 from labfolio.kit.stream_mixing import RecordedCoefficients, apply_hyper_connection, coefficient_dtype
 
@@ -62,6 +62,10 @@ def mhc_parameter_count(streams: int, width: int, dynamic: bool) -> int:
     if not dynamic:
         return static
     return static + streams * width * (streams * streams + 2 * streams) + 3  # φ and three α
+
+
+def _base(streams: torch.Tensor | PendingStreams) -> torch.Tensor:
+    return streams.base if isinstance(streams, PendingStreams) else streams
 
 
 class ManifoldHyperConnection(nn.Module):
@@ -121,13 +125,23 @@ class ManifoldHyperConnection(nn.Module):
         h_res = sinkhorn(res_logits, self.sinkhorn_iters, self.sinkhorn_tau)  # (..., n, n)
         return h_pre, h_res, h_post
 
-    def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, streams: torch.Tensor | PendingStreams, branch: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor | PendingStreams:
+        # The fast path may hand on a PendingStreams (a stored state plus mixes it rebuilds in
+        # backward); the reference always works on, and returns, the plain tensor.
+        if self.impl == "fast" or (self.impl == "auto" and _base(streams).device.type == "cuda"):
+            shape = _base(streams).shape
+            assert len(shape) == 4 and shape[2] == self.num_streams, (
+                f"mhc expects streams (B, T, {self.num_streams}, C), got {tuple(shape)}; "
+                "expand the input with StreamAdapter.expand first"
+            )
+            return fast_mhc_forward(self, streams, branch)
+        streams = materialize(streams)
         assert streams.dim() == 4 and streams.shape[2] == self.num_streams, (
             f"mhc expects streams (B, T, {self.num_streams}, C), got {tuple(streams.shape)}; "
             "expand the input with StreamAdapter.expand first"
         )
-        if self.impl == "fast" or (self.impl == "auto" and streams.device.type == "cuda"):
-            return fast_mhc_forward(self, streams, branch)
         h_pre, h_res, h_post = self.coefficients(streams)
         gates = (
             torch.stack([self.pre_gate, self.post_gate, self.res_gate]).detach() if self.dynamic else None

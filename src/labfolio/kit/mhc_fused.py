@@ -18,6 +18,16 @@ parameters and init, but:
   differentiates the iterations by hand, replaying them in backward.
 - **No fp32 copy of the state is ever saved:** the mixes multiply the stored streams by float32
   coefficients, so autograd keeps a reference to the bf16 state and the small coefficients.
+- **Stream states are recomputed in backward.** The state X_l is needed in backward (for H_res's,
+  H_pre's and φ's gradients) but it is cheap to rebuild from the state before it: X_{l+1} =
+  H_res·X_l + H_postᵀ·F_l is one pointwise pass over tensors that are kept anyway (the branch
+  output F_l, needed for H_post's gradient, is n times smaller than a state). So a connection
+  hands on a ``PendingStreams``: the last stored state plus the mixes not yet applied to it, and
+  only every ``RECOMPUTE_SEGMENT``-th connection stores a state. Everything a connection derives
+  from its state (coefficients, Sinkhorn, branch input) runs inside one activation checkpoint
+  whose inputs are that stored state and the pending mixes, so no other state is kept for
+  backward. Models never look inside the state they pass between blocks; ``StreamAdapter.reduce``
+  materialises it at the end.
 
 Everything is plain torch (no custom kernels): it runs on CPU, where the tests compare it with
 the reference, and under ``torch.compile`` every step between the two matmuls is pointwise or a
@@ -27,9 +37,10 @@ reduction over n ≤ 8 entries, which inductor unrolls and fuses.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from labfolio.kit.stream_mixing import RecordedCoefficients, coefficient_dtype, weighted_slot_sum
 
@@ -37,13 +48,20 @@ if TYPE_CHECKING:
     from labfolio.kit.mhc import ManifoldHyperConnection
 
 __all__ = [
+    "RECOMPUTE_SEGMENT",
+    "PendingStreams",
     "fast_mhc_forward",
+    "materialize",
     "rms_projection",
     "sinkhorn_recompute",
     "stream_storage_dtype",
 ]
 
 _NORM_EPS = 1e-6  # the reference's RMSNorm eps (labfolio.kit.mhc)
+# Connections per stored state: 2 stores one state per block with wrap="branch" (n·C·2 bytes per
+# token in bf16) and rebuilds the other in backward with one extra mix; longer segments save
+# less memory per step but rebuild longer chains, each of them once per connection.
+RECOMPUTE_SEGMENT = 2
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
@@ -166,6 +184,45 @@ def sinkhorn_recompute(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) 
         return _SinkhornRecompute.apply(logits.to(compute_dtype), iters, tau)
 
 
+# --------------------------------------------------------------------------- stream states
+
+
+class PendingStreams(NamedTuple):
+    """A stream state (B, T, n, C) kept as a stored state plus mixes not applied to it yet.
+
+    Each mix is (h_res (B, T, n, n) or (n, n), h_post (B, T, n) or (n,), branch output (B, T, C)),
+    applied in order as X ← H_res·X + H_postᵀ·F and rounded to ``storage``.
+    """
+
+    base: torch.Tensor  # (B, T, n, C)
+    mixes: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], ...]
+    storage: torch.dtype
+
+
+def _apply_mixes(base: torch.Tensor, storage: torch.dtype, flat_mixes: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The state after the mixes; ``flat_mixes`` is (h_res, h_post, F) repeated. Same rounding as storing each."""
+    state = base
+    with torch.autocast(device_type=base.device.type, enabled=False):
+        for index in range(0, len(flat_mixes), 3):
+            h_res, h_post, branch_output = flat_mixes[index : index + 3]
+            mixed = weighted_slot_sum(h_res, state)  # (B, T, n, C) float32
+            state = (mixed + h_post[..., None] * branch_output[:, :, None, :]).to(storage)
+    return state
+
+
+def _flatten(mixes: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(tensor for mix in mixes for tensor in mix)
+
+
+def materialize(state: torch.Tensor | PendingStreams) -> torch.Tensor:
+    """The (B, T, n, C) tensor of a stream state, applying its pending mixes (plain autograd)."""
+    if isinstance(state, torch.Tensor):
+        return state
+    if not state.mixes:
+        return state.base
+    return _apply_mixes(state.base, state.storage, _flatten(state.mixes))
+
+
 # --------------------------------------------------------------------------- the layer
 
 
@@ -193,28 +250,55 @@ def fast_mhc_coefficients(
     return h_pre, h_res, h_post
 
 
-def fast_mhc_forward(
-    module: ManifoldHyperConnection, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """One mHC-wrapped branch: streams (B, T, n, C) → (B, T, n, C) in ``stream_storage_dtype``."""
-    batch, seq, num_streams, width = streams.shape
-    storage = stream_storage_dtype(streams)
+def _coefficients_and_branch_input(
+    module: ManifoldHyperConnection, base: torch.Tensor, storage: torch.dtype, *flat_mixes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Everything one connection derives from its state, rebuilt from ``base`` and the pending mixes."""
+    streams = _apply_mixes(base, storage, flat_mixes) if flat_mixes else base
+    batch, seq, _, width = streams.shape
     h_pre, h_res, h_post = fast_mhc_coefficients(module, streams)
-    gates = torch.stack([module.pre_gate, module.post_gate, module.res_gate]).detach() if module.dynamic else None
-    module.recorded = RecordedCoefficients("mhc", h_pre.detach(), h_post.detach(), h_res.detach(), gates)
-
     with torch.autocast(device_type=streams.device.type, enabled=False):
         # float32 coefficients times stored streams: the products promote to float32, and
-        # autograd keeps the stored (bf16) state, not a float32 copy of it.
+        # nothing of the state is kept beyond what the checkpoint holds.
         branch_input = weighted_slot_sum(h_pre, streams).reshape(batch, seq, width).to(storage)  # (B, T, C)
+    return h_pre, h_res, h_post, branch_input
+
+
+def fast_mhc_forward(
+    module: ManifoldHyperConnection,
+    state: torch.Tensor | PendingStreams,
+    branch: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor | PendingStreams:
+    """One mHC-wrapped branch: a (B, T, n, C) state in, the next state out (maybe still pending).
+
+    The state is stored in ``stream_storage_dtype`` of the first state the chain saw.
+    """
+    if isinstance(state, PendingStreams):
+        base, mixes, storage = state
+    else:
+        base, mixes, storage = state, (), stream_storage_dtype(state)
+    batch, seq, _, width = base.shape
+    flat_mixes = _flatten(mixes)
+    if torch.is_grad_enabled():
+        # Only the checkpoint's inputs (the stored state, the pending mixes) are kept for backward.
+        h_pre, h_res, h_post, branch_input = checkpoint(
+            _coefficients_and_branch_input, module, base, storage, *flat_mixes, use_reentrant=False
+        )
+    else:
+        h_pre, h_res, h_post, branch_input = _coefficients_and_branch_input(module, base, storage, *flat_mixes)
+    gates = torch.stack([module.pre_gate, module.post_gate, module.res_gate]).detach() if module.dynamic else None
+    module.recorded = RecordedCoefficients("mhc", h_pre.detach(), h_post.detach(), h_res.detach(), gates)
 
     branch_output = branch(branch_input)  # (B, T, C), under the caller's autocast
     assert branch_output.shape == (batch, seq, width), (
         f"branch must map (B, T, C) to (B, T, C); got {tuple(branch_output.shape)} "
         f"for input {(batch, seq, width)}"
     )
-
-    with torch.autocast(device_type=streams.device.type, enabled=False):
-        mixed = weighted_slot_sum(h_res, streams)  # (B, T, n, C) float32, fused with the add below
-        out = mixed + h_post[..., None] * branch_output[:, :, None, :]
-    return out.to(storage)
+    mixes = mixes + ((h_res, h_post, branch_output),)
+    if len(mixes) < RECOMPUTE_SEGMENT:
+        return PendingStreams(base, mixes, storage)
+    flat_mixes = _flatten(mixes)
+    if torch.is_grad_enabled():
+        # Stored: it is the next segment's base. The states between are rebuilt in backward.
+        return checkpoint(_apply_mixes, base, storage, flat_mixes, use_reentrant=False)
+    return _apply_mixes(base, storage, flat_mixes)
