@@ -3,7 +3,9 @@
 
 Server times are measured in-process through FastAPI's TestClient (request in, response bytes
 out, no network), median of several calls after one warm-up; the first (cold) call is printed too.
-"Warm" overlay calls are served from the downsampled-series cache (finished runs do not change).
+An overlay "first load" empties the downsampled-series cache before every call, so it reads and
+downsamples everything, once reading every point and once reading chunk envelopes (what the route
+does); "cached" calls are served from that cache (finished runs do not change).
 Ingestion goes over a real loopback socket to `labfolio server` in its own process.
 
     python benchmarks/bench_web.py                  # all three, SQLite
@@ -103,9 +105,14 @@ def bench_overlay(folder: Path, n_runs: int = 100, n_steps: int = 100_000) -> No
                                     values=values[lo:hi], times=1.7e9 + steps[lo:hi] * 0.1, seqs=steps[lo:hi],
                                     journal_from=lo, journal_to=hi))
     print(f"seeded {n_runs} runs x {n_steps} steps in {time.perf_counter() - t0:.1f} s")
+    import functools
+
+    from labfolio.web import routes_data, series
+
     client = _client(store)
     query = [("run", rid) for rid in run_ids] + [("key", "train/loss"), ("points", "2000")]
     b64 = [("encoding", "b64")]  # what the pages ask for
+    every_point = functools.partial(series.series_payload, envelopes=False)
     for label, extra in (("full range, x=step", b64), ("zoomed to 10% of the steps", b64 + [("xmin", "40000"),
                                                                                              ("xmax", "50000")]),
                          ("full range, x=time", b64 + [("x", "time")]),
@@ -114,9 +121,21 @@ def bench_overlay(folder: Path, n_runs: int = 100, n_steps: int = 100_000) -> No
             response = client.get("/data/series", params=query + extra)
             assert response.status_code == 200
             assert len(response.json()["series"]) == n_runs
-        cold, warm = _timed(call, 3)
-        print(f"overlay {n_runs} runs x {n_steps} steps, {label:<32} cold {cold * 1000:7.1f} ms   "
-              f"warm {warm * 1000:7.1f} ms")
+
+        def uncached():
+            series._CACHE._items.clear()  # a first load: nothing downsampled yet
+            call()
+
+        figures = {}
+        # The same route twice: reading every point of every chunk (how it read before chunk
+        # envelopes, and still does for zooms narrower than a block per bucket), then as served.
+        for read, payload in (("every point", every_point), ("envelopes", series.series_payload)):
+            routes_data.series_payload = payload
+            figures[read] = (_timed(uncached, 3)[1], _timed(call, 3)[1])
+        routes_data.series_payload = series.series_payload
+        (raw_first, raw_cached), (env_first, env_cached) = figures["every point"], figures["envelopes"]
+        print(f"overlay {n_runs} runs x {n_steps} steps, {label:<32} first load: every point {raw_first * 1000:7.1f} ms"
+              f"  envelopes {env_first * 1000:7.1f} ms   cached {env_cached * 1000:7.1f} ms")
     store.close()
 
 

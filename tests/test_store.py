@@ -192,3 +192,56 @@ def test_sdk_logs_into_either_store(store_url):
     record = store.get_run(run.id)
     assert record.state == "finished" and record.point_count == 100
     assert record.summary["loss"].last == pytest.approx(0.01)
+
+
+def test_every_chunk_written_gets_its_envelope(store_url):
+    from labfolio.store import schema as t
+    from labfolio.store.envelope import envelope_indices
+
+    store = open_store(store_url)
+    values = np.sin(np.arange(1000) / 30.0)
+    values[500] = 9.0
+    store.write_batch(Batch(run_id="r1", events=[_start()], **_points(["loss"] * 1000, range(1000), values)))
+    with store.engine.connect() as conn:
+        row = conn.execute(_select_envelopes(t)).one()
+    keep = envelope_indices(values)
+    assert (row.points, row.count) == (1000, len(keep))
+    assert np.frombuffer(row.values, dtype="<f8").tolist() == values[keep].tolist()
+    assert np.frombuffer(row.steps, dtype="<i8").tolist() == keep.tolist()
+    assert 9.0 in np.frombuffer(row.values, dtype="<f8")
+
+
+def _select_envelopes(t):
+    from sqlalchemy import select
+
+    return select(t.metric_envelopes).order_by(t.metric_envelopes.c.run_pk, t.metric_envelopes.c.first_seq)
+
+
+def test_migrating_to_envelopes_gives_existing_chunks_theirs(store_url):
+    from sqlalchemy import insert
+
+    from labfolio.store import schema as t
+    from labfolio.store.envelope import envelope_rows
+    from labfolio.store.sql import _make_engine
+
+    engine = _make_engine(resolve_store(store_url).url)
+    ensure_schema(engine, where="test", target="0003_api_tokens")  # a store from before envelopes
+    rng = np.random.default_rng(0)
+    chunks = []
+    for run_pk in (1, 2):
+        for first_seq in range(0, 3000, 1000):
+            steps = np.arange(first_seq, first_seq + 1000, dtype="<i8")
+            chunks.append({"run_pk": run_pk, "key_id": 1, "first_seq": first_seq, "first_step": int(steps[0]),
+                           "last_step": int(steps[-1]), "count": 1000, "steps": steps.tobytes(),
+                           "values": rng.normal(size=1000).astype("<f8").tobytes(),
+                           "times": (steps * 0.5).astype("<f8").tobytes()})
+    with engine.begin() as conn:
+        conn.execute(insert(t.metric_chunks), chunks)
+    engine.dispose()
+    opened = open_store(store_url)
+    assert opened.revision_before_open == "0003_api_tokens"
+    assert current_revision(opened.engine) == HEAD_REVISION
+    with opened.engine.connect() as conn:
+        got = [dict(r._mapping) for r in conn.execute(_select_envelopes(t))]
+    assert [{k: bytes(v) if isinstance(v, (bytes, memoryview)) else v for k, v in r.items()} for r in got] == \
+        envelope_rows(chunks)

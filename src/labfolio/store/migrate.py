@@ -18,7 +18,7 @@ from ..errors import SchemaTooNewError, StoreError
 
 __all__ = ["HEAD_REVISION", "KNOWN_REVISIONS", "current_revision", "ensure_schema"]
 
-KNOWN_REVISIONS = ("0001_initial", "0002_alerts_and_notes", "0003_api_tokens")
+KNOWN_REVISIONS = ("0001_initial", "0002_alerts_and_notes", "0003_api_tokens", "0004_metric_envelopes")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_LOCK_ID = 0x6C6162666F6C  # "labfol": an arbitrary, fixed advisory-lock key

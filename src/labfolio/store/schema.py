@@ -31,7 +31,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["metadata", "experiments", "variants", "runs", "metric_keys", "metric_chunks", "summaries",
+__all__ = ["metadata", "experiments", "variants", "runs", "metric_keys", "metric_chunks", "metric_envelopes",
+           "summaries",
            "artifacts", "alerts", "note_fields", "api_tokens", "MAX_KEY_LENGTH"]
 
 MAX_KEY_LENGTH = 256
@@ -120,6 +121,25 @@ metric_chunks = Table(
     Column("values", LargeBinary, nullable=False),  # float64, NaN and ±Inf kept as logged
     Column("times", LargeBinary, nullable=False),  # float64 unix seconds
     PrimaryKeyConstraint("run_pk", "key_id", "first_seq", name="pk_metric_chunks"),
+)
+
+# One row per metric_chunks row: the chunk's envelope (see envelope.py), what full-range charts
+# read instead of every point. A table of its own, not a column: SQLite reaches a column stored
+# after a large blob only by walking the blob's overflow pages.
+metric_envelopes = Table(
+    "metric_envelopes",
+    metadata,
+    Column("run_pk", Integer, nullable=False),
+    Column("key_id", Integer, nullable=False),
+    Column("first_seq", BigInteger, nullable=False),  # the chunk's
+    Column("first_step", BigInteger, nullable=False),  # the chunk's
+    Column("last_step", BigInteger, nullable=False),  # the chunk's
+    Column("points", Integer, nullable=False),  # points in the chunk
+    Column("count", Integer, nullable=False),  # points in the envelope
+    Column("steps", LargeBinary, nullable=False),  # same packing as metric_chunks
+    Column("values", LargeBinary, nullable=False),
+    Column("times", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("run_pk", "key_id", "first_seq", name="pk_metric_envelopes"),
 )
 
 summaries = Table(

@@ -21,6 +21,7 @@ from ..errors import RunNotFoundError, StoreError, StoreUnavailableError
 from ..settings import StoreLocation
 from . import schema as t
 from .batch import Batch, BatchResult
+from .envelope import envelope_rows
 from .migrate import ensure_schema
 from .records import AlertRecord, ArtifactRecord, MetricHistory, RunRecord, SummaryEntry
 
@@ -372,6 +373,7 @@ class SQLStore:
                 "times": times[lo:hi].tobytes(),
             })
         conn.execute(insert(t.metric_chunks), chunks)
+        conn.execute(insert(t.metric_envelopes), envelope_rows(chunks))  # what full-range charts read
         self._merge_summaries(conn, run_pk, kid, steps, values, starts, ends)
         return self._point_span_changes(conn, run_pk, batch.point_count, steps, times)
 

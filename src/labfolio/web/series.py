@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from ..errors import ConfigError
 from ..store import schema as t
+from ..store.envelope import BLOCK
 from .downsample import DEFAULT_POINTS, downsample
 
 __all__ = ["X_AXES", "read_series", "series_payload", "variant_bands", "run_pks"]
@@ -34,34 +35,41 @@ def _key_id(conn, key: str) -> int | None:
 
 
 def read_series(store, run_ids: list[str], key: str, *, with_times: bool = False,
-                step_range: tuple[float | None, float | None] | None = None) -> dict[str, tuple]:
-    """run id -> (steps, values, times or None) of ``key``, in step order."""
-    cols = [t.metric_chunks.c.run_pk, t.metric_chunks.c.steps, t.metric_chunks.c["values"]]
+                step_range: tuple[float | None, float | None] | None = None,
+                envelope: bool = False) -> dict[str, tuple]:
+    """run id -> (steps, values, times or None) of ``key``, in step order, for all runs in one query.
+
+    ``envelope=True`` reads each chunk's envelope (its first, last, per-block min/max and first
+    non-finite points; see ``store/envelope.py``) instead of every point: what a chart whose
+    buckets are at least a block wide needs, at ~1/15 of the bytes.
+    """
+    table = t.metric_envelopes if envelope else t.metric_chunks
+    cols = [table.c.run_pk, table.c.steps, table.c["values"]]
     if with_times:
-        cols.append(t.metric_chunks.c.times)
+        cols.append(table.c.times)
     out: dict[str, tuple] = {}
     with store.engine.connect() as conn:
         key_id = _key_id(conn, key)
         pks = run_pks(conn, run_ids)
         if key_id is None or not pks:
             return out
-        query = (select(*cols).where(t.metric_chunks.c.key_id == key_id,
-                                     t.metric_chunks.c.run_pk.in_(list(pks.values())))
-                 .order_by(t.metric_chunks.c.run_pk, t.metric_chunks.c.first_seq))
+        query = (select(*cols).where(table.c.key_id == key_id, table.c.run_pk.in_(list(pks.values())))
+                 .order_by(table.c.run_pk, table.c.first_seq))
         if step_range is not None:
             lo, hi = step_range
             if lo is not None:
-                query = query.where(t.metric_chunks.c.last_step >= int(math.floor(lo)))
+                query = query.where(table.c.last_step >= int(math.floor(lo)))
             if hi is not None:
-                query = query.where(t.metric_chunks.c.first_step <= int(math.ceil(hi)))
+                query = query.where(table.c.first_step <= int(math.ceil(hi)))
         parts: dict[int, list] = {}
         for row in conn.execute(query):
             parts.setdefault(row[0], []).append(row[1:])
     by_pk = {pk: run_id for run_id, pk in pks.items()}
     for pk, chunks in parts.items():
-        steps = np.concatenate([np.frombuffer(c[0], dtype="<i8") for c in chunks])
-        values = np.concatenate([np.frombuffer(c[1], dtype="<f8") for c in chunks])
-        times = np.concatenate([np.frombuffer(c[2], dtype="<f8") for c in chunks]) if with_times else None
+        # One join and one frombuffer per column: no per-chunk arrays to concatenate.
+        steps = np.frombuffer(b"".join(c[0] for c in chunks), dtype="<i8")
+        values = np.frombuffer(b"".join(c[1] for c in chunks), dtype="<f8")
+        times = np.frombuffer(b"".join(c[2] for c in chunks), dtype="<f8") if with_times else None
         if len(steps) > 1 and not np.all(steps[1:] >= steps[:-1]):
             order = np.argsort(steps, kind="stable")
             steps, values = steps[order], values[order]
@@ -70,14 +78,20 @@ def read_series(store, run_ids: list[str], key: str, *, with_times: bool = False
     return out
 
 
-def _epoch_axis(store, run_id: str, steps: np.ndarray) -> np.ndarray | None:
-    """Epoch of each step, interpolated from a logged 'epoch' series (None when none was logged)."""
-    for name in ("epoch", "train/epoch", "trainer/epoch"):
-        found = read_series(store, [run_id], name).get(run_id)
-        if found is not None and len(found[0]):
-            epoch_steps, epochs, _ = found
-            return np.interp(steps, epoch_steps, epochs)
-    return None
+_EPOCH_KEYS = ("epoch", "train/epoch", "trainer/epoch")
+
+
+def _epoch_axes(store, run_ids: list[str], steps_by_run: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Epoch of each step, interpolated from a logged 'epoch' series (runs without one are left out)."""
+    out: dict[str, np.ndarray] = {}
+    for name in _EPOCH_KEYS:
+        wanted = [rid for rid in run_ids if rid not in out]
+        if not wanted:
+            break
+        for run_id, (epoch_steps, epochs, _) in read_series(store, wanted, name).items():
+            if len(epoch_steps):
+                out[run_id] = np.interp(steps_by_run[run_id], epoch_steps, epochs)
+    return out
 
 
 def _clean(values: np.ndarray) -> list:
@@ -123,21 +137,43 @@ class _SeriesCache:
 _CACHE = _SeriesCache()
 
 
-def _point_counts(store, run_ids: list[str], key: str) -> dict[str, tuple[int, int, int]]:
-    """run id -> (run pk, key id, points of ``key``): what identifies a cached series."""
+def _point_counts(store, run_ids: list[str], key: str) -> tuple[dict[str, tuple[int, int, int]], dict[str, tuple]]:
+    """(run id -> (run pk, key id, points of ``key``), what identifies a cached series;
+    run id -> the run's (first_step, last_step, first_time, last_time), to size a zoomed view)."""
     with store.engine.connect() as conn:
         key_id = _key_id(conn, key)
         if key_id is None:
-            return {}
-        rows = conn.execute(select(t.runs.c.run_id, t.runs.c.pk, t.summaries.c.count)
+            return {}, {}
+        rows = conn.execute(select(t.runs.c.run_id, t.runs.c.pk, t.summaries.c.count, t.runs.c.first_step,
+                                   t.runs.c.last_step, t.runs.c.first_time, t.runs.c.last_time)
                             .join(t.summaries, t.summaries.c.run_pk == t.runs.c.pk)
                             .where(t.summaries.c.key_id == key_id, t.runs.c.run_id.in_(run_ids))).all()
-    return {r.run_id: (r.pk, key_id, int(r.count)) for r in rows}
+    return ({r.run_id: (r.pk, key_id, int(r.count)) for r in rows},
+            {r.run_id: (r.first_step, r.last_step, r.first_time, r.last_time) for r in rows})
+
+
+def _points_in_view(count: int, span: tuple, x: str, view) -> float:
+    """About how many of a run's ``count`` points fall inside ``view`` (an estimate from its span:
+    it only decides whether envelopes are fine enough, never what is drawn)."""
+    if view is None:
+        return float(count)
+    if x == "epoch":
+        return 0.0  # no cheap estimate in epochs: read every point
+    first, last = (span[0], span[1]) if x == "step" else (0.0, (span[3] or 0.0) - (span[2] or 0.0))
+    if first is None or last is None or last <= first:
+        return float(count)
+    lo = first if view[0] is None else max(first, view[0])
+    hi = last if view[1] is None else min(last, view[1])
+    return count * max(0.0, hi - lo) / (last - first)
 
 
 def series_payload(store, run_ids: list[str], key: str, *, x: str = "step", x_min: float | None = None,
-                   x_max: float | None = None, points: int = DEFAULT_POINTS, encoding: str = "list") -> dict:
+                   x_max: float | None = None, points: int = DEFAULT_POINTS, encoding: str = "list",
+                   envelopes: bool = True) -> dict:
     """``{"key", "x", "series": [{"run_id", "x", "y", "total", "last_step"}]}`` for plotly.
+
+    ``envelopes=False`` reads every point even where chunk envelopes would give the same buckets
+    (to compare the two reads; the routes never turn it off).
 
     ``encoding="b64"`` sends x and y as base64 little-endian float64 (what the pages ask for);
     ``"list"`` sends JSON numbers with null for NaN/Inf.
@@ -149,39 +185,49 @@ def series_payload(store, run_ids: list[str], key: str, *, x: str = "step", x_mi
     points = max(10, min(int(points), 20_000))
     step_range = (x_min, x_max) if x == "step" and (x_min is not None or x_max is not None) else None
     view = step_range if x == "step" else ((x_min, x_max) if x_min is not None or x_max is not None else None)
-    identity = _point_counts(store, run_ids, key)
+    identity, spans = _point_counts(store, run_ids, key)
+    # Envelopes hold every block's min and max, so buckets at least a block wide come out exactly
+    # as from the raw points; narrower buckets (short series, deep zooms) read every point.
+    envelope_from = BLOCK * ((points - 2) // 2) if envelopes else math.inf
     where = store.location.url
     results: dict[str, tuple] = {}
     missing = []
     for run_id in run_ids:
         if run_id not in identity:
             continue
-        cache_key = (where, *identity[run_id], x, view, points)
+        cache_key = (where, *identity[run_id], x, view, points, envelopes)
         found = _CACHE.get(cache_key)
         if found is None:
             missing.append(run_id)
         else:
             results[run_id] = found
-    if missing:
-        found_series = read_series(store, missing, key, with_times=x == "time", step_range=step_range)
-        for run_id in missing:
-            if run_id not in found_series:
-                continue
-            steps, values, times = found_series[run_id]
-            if x == "time":
-                axis = times - times[0] if len(times) else times
-            elif x == "epoch":
-                axis = _epoch_axis(store, run_id, steps)
-                if axis is None:
-                    axis = steps.astype(np.float64)
-            else:
-                axis = steps
-            xs, ys = downsample(axis, values, points, view)
-            # The total and last step of a zoomed read are those of the view: the run's own come
-            # from the point count, which is what the cache key and the live poll compare.
-            entry = (xs, ys, identity[run_id][2], int(steps[-1]) if len(steps) else None)
-            results[run_id] = entry
-            _CACHE.put((where, *identity[run_id], x, view, points), entry)
+    coarse = [rid for rid in missing if _points_in_view(identity[rid][2], spans[rid], x, view) >= envelope_from]
+    fine = [rid for rid in missing if rid not in coarse]
+    found_series: dict[str, tuple] = {}
+    for ids, envelope in ((coarse, True), (fine, False)):
+        if ids:
+            found_series.update(read_series(store, ids, key, with_times=x == "time", step_range=step_range,
+                                            envelope=envelope))
+    epochs = _epoch_axes(store, list(found_series), {rid: s[0] for rid, s in found_series.items()}) \
+        if x == "epoch" else {}
+    for run_id in missing:
+        if run_id not in found_series:
+            continue
+        steps, values, times = found_series[run_id]
+        if x == "time":
+            axis = times - times[0] if len(times) else times
+        elif x == "epoch":
+            axis = epochs.get(run_id)
+            if axis is None:
+                axis = steps.astype(np.float64)
+        else:
+            axis = steps
+        xs, ys = downsample(axis, values, points, view)
+        # The total and last step of a zoomed read are those of the view: the run's own come
+        # from the point count, which is what the cache key and the live poll compare.
+        entry = (xs, ys, identity[run_id][2], int(steps[-1]) if len(steps) else None)
+        results[run_id] = entry
+        _CACHE.put((where, *identity[run_id], x, view, points, envelopes), entry)
     series = []
     for run_id in run_ids:
         if run_id not in results:
