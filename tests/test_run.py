@@ -326,3 +326,11 @@ def test_an_uncaught_exception_marks_the_run_failed_with_the_reason(tmp_path):
     record = open_store().get_run(out.stdout.strip())
     assert record.state == "failed" and record.exit_reason == "RuntimeError: diverged at step 12"
     assert record.point_count == 1
+
+
+def test_an_offline_finish_says_only_where_the_run_waits(capsys):
+    with labfolio.init(mode="offline", experiment="off") as run:
+        run.log({"a": 1.0}, step=0)
+    printed = capsys.readouterr().err
+    assert f"run {run.id} was logged offline to" in printed and "labfolio sync" in printed
+    assert "could not be fully written" not in printed

@@ -456,7 +456,7 @@ class Run:
         if memory_only:
             warnings.warn(f"labfolio run {self.id}: the store and the journal disk both failed; points "
                           "that were held only in memory could not be saved.", RuntimeWarning)
-        elif not complete and not quiet:
+        elif not complete and not quiet and self.mode == "online":
             print(f"labfolio: run {self.id} could not be fully written to the store "
                   f"({self._drainer.last_error}). Nothing is lost: the journal at "
                   f"{self.journal_folder} holds it; run `labfolio sync` when the store is back.",
