@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["StoredArtifact", "store_file", "store_bytes", "guess_kind", "COPY_LIMIT_BYTES"]
+__all__ = ["StoredArtifact", "store_file", "store_bytes", "guess_kind", "COPY_LIMIT_BYTES", "blob_path",
+           "contained_file", "IncomingBlob", "is_sha256", "is_suffix", "BlobMismatchError", "BlobTooLargeError"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".bmp"}
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".npz", ".h5"}
@@ -101,3 +103,92 @@ def store_bytes(artifact_dir: Path, data: bytes, *, name: str, kind: str) -> Sto
     sha = hashlib.sha256(data).hexdigest()
     relative = _place(Path(artifact_dir), sha, Path(name).suffix.lower(), lambda fh: fh.write(data))
     return StoredArtifact(name, kind, sha, len(data), relative, False)
+
+
+# -- blobs received from other machines (the team server) ------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SUFFIX = re.compile(r"(\.[^/\\\x00]{1,32})?")  # what Path(name).suffix gives, minus separators
+
+
+class BlobMismatchError(ConfigError):
+    """Bytes whose SHA-256 is not the one they were sent under."""
+
+
+class BlobTooLargeError(ConfigError):
+    """More bytes than the receiver accepts for one artifact."""
+
+
+def is_sha256(text: str) -> bool:
+    return bool(_SHA256.fullmatch(text))
+
+
+def is_suffix(text: str) -> bool:
+    return bool(_SUFFIX.fullmatch(text))
+
+
+def blob_path(sha: str, suffix: str) -> str:
+    """The relative path a copied artifact with this content and suffix has in every store."""
+    if not is_sha256(sha) or not is_suffix(suffix):
+        raise ConfigError(f"not a content address: sha256 {sha!r} (64 lowercase hex digits) with suffix "
+                          f"{suffix!r} (a dot and up to 32 characters, no path separators)")
+    return (Path(sha[:2]) / f"{sha}{suffix}").as_posix()
+
+
+def contained_file(root: Path, relative: str) -> Path | None:
+    """``root/relative`` if it is a file inside ``root`` (symlinks resolved), else None."""
+    try:
+        base = Path(root).resolve()
+        candidate = (base / relative).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if base not in candidate.parents:
+        return None
+    return candidate if candidate.is_file() else None
+
+
+class IncomingBlob:
+    """Bytes arriving for a content address: written under a temporary name while hashed, put in
+    place only if they hash to ``sha`` and stay within ``max_bytes``. Use as a context manager;
+    ``commit()`` returns (relative path, newly stored). Content already there is left alone, so
+    an upload can be retried any number of times."""
+
+    def __init__(self, artifact_dir: Path, sha: str, suffix: str, max_bytes: int):
+        self.relative = blob_path(sha, suffix)
+        self.sha, self.max_bytes = sha, max_bytes
+        self.target = Path(artifact_dir) / self.relative
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._fh = None
+        self._tmp: str | None = None
+
+    def __enter__(self) -> "IncomingBlob":
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.target.parent, prefix=".incoming-")
+        self._fh = os.fdopen(fd, "wb")
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise BlobTooLargeError(f"artifact over the server's {self.max_bytes}-byte limit; log files this "
+                                    "big with reference=True (path and hash only)")
+        self._digest.update(chunk)
+        self._fh.write(chunk)
+
+    def commit(self) -> tuple[str, bool]:
+        self._fh.close()
+        got = self._digest.hexdigest()
+        if got != self.sha:
+            raise BlobMismatchError(f"the uploaded bytes hash to {got}, not {self.sha}: the file changed or was "
+                                    "damaged on the way; upload it again")
+        if self.target.exists():
+            return self.relative, False
+        os.replace(self._tmp, self.target)
+        return self.relative, True
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None and not self._fh.closed:
+            self._fh.close()
+        if self._tmp is not None:
+            Path(self._tmp).unlink(missing_ok=True)

@@ -81,6 +81,8 @@ def server_command(
     host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on (all interfaces by default)."),
     port: int = typer.Option(8765, "--port", "-p", help="Port to listen on."),
     public_read: bool = typer.Option(False, "--public-read", help="Let anyone read pages and data; writes still need a token."),
+    max_artifact_mb: int = typer.Option(1024, "--max-artifact-mb", min=1,
+                                        help="Largest artifact file a client may upload, in MiB."),
 ):
     """Run the team server: the dashboard plus the HTTP logging API, with token auth."""
     from .store.tokens import list_tokens
@@ -91,7 +93,8 @@ def server_command(
     if not list_tokens(opened):
         typer.echo("warning: no tokens yet, so nothing can log here: make one with "
                    f"`labfolio token create --name NAME --store {opened.location.describe()}`", err=True)
-    app = create_app(opened, WebSettings(auth=True, public_read=public_read, ingest=True, root=_root()))
+    app = create_app(opened, WebSettings(auth=True, public_read=public_read, ingest=True, root=_root(),
+                                         max_artifact_bytes=max_artifact_mb << 20))
     typer.echo(f"labfolio server on http://{host}:{port} (store {opened.location.describe()}); clients set "
                f"LABFOLIO_SERVER=http://<this host>:{port} and LABFOLIO_TOKEN")
     serve(app, host, port)

@@ -1,8 +1,9 @@
 """A store that lives behind a team server (``labfolio server``), reached over HTTP.
 
 It offers what the SDK and ``labfolio sync`` need: ``write_batch`` (POSTed to the server, which
-applies it to its SQL store in one transaction), the journal position and record of a run (run-id
-uniqueness, resume, exactly-once draining) and the stale-run sweep. Batching, retry with backoff
+applies it to its SQL store in one transaction, after uploading the files of copied artifacts),
+the journal position and record of a run (run-id uniqueness, resume, exactly-once draining) and
+the stale-run sweep. Batching, retry with backoff
 and spooling to the local journal come from the drainer, which treats this store like any other:
 a failed POST raises ``StoreUnavailableError``, the drainer warns once and keeps the points in the
 journal, and ``labfolio sync`` uploads whatever is left later.
@@ -18,7 +19,11 @@ import math
 import os
 import socket
 import threading
+import warnings
+from pathlib import Path
 from urllib.parse import quote, urlsplit
+
+from ..artifacts import blob_path, contained_file, is_sha256, is_suffix
 
 from ..errors import ConfigError, RunNotFoundError, StoreError, StoreUnavailableError
 from ..settings import StoreLocation
@@ -87,6 +92,7 @@ class HTTPStore:
         self._all_connections: list[http.client.HTTPConnection] = []
         self._connections_lock = threading.Lock()
         self.server_info: dict = {}
+        self._uploaded: set[str] = set()  # contents the server is known to hold (or to refuse)
         if check:
             self.server_info = self._request("GET", f"{API_PREFIX}/health", auth=False)
 
@@ -118,16 +124,16 @@ class HTTPStore:
             conn.close()
         self._local = threading.local()
 
-    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
-                 *, auth: bool = True, not_found: str | None = None):
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
+    def _send(self, method: str, path: str, body=None, headers: dict | None = None, *, auth: bool = True):
+        """(status, payload bytes) of one request; transport failures raise StoreUnavailableError."""
+        headers = {"Accept": "application/json", **(headers or {})}
         if auth and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         where = self.location.describe()
         for attempt in (0, 1):
             conn = self._connection()
+            if hasattr(body, "seek"):
+                body.seek(0)  # a file body is sent again from its start on the retry
             try:
                 conn.request(method, self._base + path, body=body, headers=headers)
                 response = conn.getresponse()
@@ -143,7 +149,16 @@ class HTTPStore:
                 raise StoreUnavailableError(f"cannot reach the labfolio server at {where}: {exc}") from exc
         if response.getheader("Connection", "").lower() == "close":
             self._drop_connection()
-        status = response.status
+        return response.status, payload
+
+    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                 *, auth: bool = True, not_found: str | None = None):
+        status, payload = self._send(method, path, body, {"Content-Type": content_type} if content_type else None,
+                                     auth=auth)
+        return self._answer(method, path, status, payload, not_found)
+
+    def _answer(self, method: str, path: str, status: int, payload: bytes, not_found: str | None = None):
+        where = self.location.describe()
         try:
             data = json.loads(payload) if payload else None
         except ValueError:
@@ -160,8 +175,54 @@ class HTTPStore:
             raise StoreError(f"the labfolio server at {where} rejected {method} {path} ({status}): {detail}")
         return data
 
+    # -- artifact files ------------------------------------------------------------------------
+    def _upload_artifacts(self, events: list[dict]) -> None:
+        """Give the server the files of the batch's copied artifacts before the batch names them.
+
+        A missing local file or a file the server refuses (too big, changed since it was hashed)
+        is warned about once and its row still sent: the run page then lists it without a link,
+        and the rest of the run is never held back. An unreachable server raises, and the drainer
+        keeps the batch in the journal for the next try.
+        """
+        for ev in events:
+            if ev.get("type") != "artifact" or ev.get("is_reference") or not ev.get("sha256"):
+                continue
+            sha, relative = str(ev["sha256"]), str(ev.get("path") or "")
+            if sha in self._uploaded:
+                continue
+            suffix = Path(relative).suffix
+            if not (is_sha256(sha) and is_suffix(suffix) and relative == blob_path(sha, suffix)):
+                self._artifact_warning(ev, "its path is not a content address in the artifact folder")
+                continue
+            query = f"?suffix={quote(suffix, safe='')}"
+            status, payload = self._send("HEAD", f"{API_PREFIX}/artifacts/{sha}{query}")
+            if status == 200:
+                self._uploaded.add(sha)
+                continue
+            if status != 404:
+                self._answer("HEAD", f"{API_PREFIX}/artifacts/{sha}", status, payload)
+            local = contained_file(self.location.artifact_dir, relative)
+            if local is None:
+                self._artifact_warning(ev, f"{self.location.artifact_dir / relative} is not on this machine")
+                continue
+            with open(local, "rb") as fh:
+                status, payload = self._send("PUT", f"{API_PREFIX}/artifacts/{sha}{query}", fh, {
+                    "Content-Type": "application/octet-stream", "Content-Length": str(local.stat().st_size)})
+            if status in (400, 413):
+                detail = (json.loads(payload or b"{}") or {}).get("detail") if payload else status
+                self._artifact_warning(ev, f"the server refused it: {detail}")
+                continue
+            self._answer("PUT", f"{API_PREFIX}/artifacts/{sha}", status, payload)
+            self._uploaded.add(sha)
+
+    def _artifact_warning(self, ev: dict, why: str) -> None:
+        self._uploaded.add(str(ev.get("sha256")))  # once per content, not once per retry
+        warnings.warn(f"labfolio: artifact {ev.get('name')!r} is recorded on {self.location.describe()} without "
+                      f"its file ({why}); the run page lists it without a link", RuntimeWarning, stacklevel=2)
+
     # -- what the SDK and sync need ------------------------------------------------------------
     def write_batch(self, batch: Batch) -> BatchResult:
+        self._upload_artifacts(batch.events)
         data = self._request("POST", f"{API_PREFIX}/batches", encode_batch(batch), BATCH_CONTENT_TYPE)
         return BatchResult(bool(data["applied"]), int(data["points"]), data.get("journal_pos"))
 

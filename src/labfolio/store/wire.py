@@ -19,6 +19,7 @@ import struct
 
 import numpy as np
 
+from ..artifacts import blob_path, is_sha256, is_suffix
 from ..errors import StoreError
 from .batch import Batch
 from .schema import MAX_KEY_LENGTH
@@ -68,6 +69,20 @@ def _finite_json(value):
     return value
 
 
+def _check_artifact(event: dict) -> None:
+    """A copied artifact's row must name its content address: the server serves files only from
+    there, and never from a path a client chose."""
+    if event.get("is_reference"):
+        return
+    sha, path = event.get("sha256"), event.get("path")
+    if not isinstance(sha, str) or not isinstance(path, str) or not is_sha256(sha):
+        raise BatchFormatError("a copied artifact needs sha256 (64 lowercase hex digits) and its path")
+    suffix = path[len(sha) + 3:] if path.startswith(f"{sha[:2]}/{sha}") else None
+    if suffix is None or not is_suffix(suffix) or path != blob_path(sha, suffix):
+        raise BatchFormatError(f"a copied artifact's path must be its content address {sha[:2]}/{sha}<suffix>, "
+                               f"not {path!r} (log files elsewhere with reference=True)")
+
+
 def _check_header(header) -> None:
     if not isinstance(header, dict):
         raise BatchFormatError("a batch header must be a JSON object")
@@ -83,6 +98,8 @@ def _check_header(header) -> None:
         for name in ("config", "update"):
             if name in event:
                 event[name] = _finite_json(event[name])
+        if event["type"] == "artifact":
+            _check_artifact(event)
     for name in ("journal_from", "journal_to"):
         value = header.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):

@@ -38,6 +38,7 @@ class WebSettings:
     root: Path | None = None  # project root: health rules from its pyproject.toml / rules.yaml
     poll_s: float = 2.0  # how often open pages ask whether a running run moved on
     max_batch_bytes: int = 512 << 20
+    max_artifact_bytes: int = 1 << 30  # per uploaded artifact file; bigger ones are logged as references
 
 
 def plotly_js_path() -> Path:
@@ -63,7 +64,7 @@ def create_app(store, settings: WebSettings | None = None):
 
     from ..store.sql import SQLStore
     from ..store.tokens import TokenChecker
-    from . import routes_data, routes_edit, routes_ingest, routes_pages
+    from . import routes_artifacts, routes_data, routes_edit, routes_ingest, routes_pages
     from .auth import Access, AuthRequired
     from .pages import ExperimentNotFound
 
@@ -141,6 +142,7 @@ def create_app(store, settings: WebSettings | None = None):
     app.include_router(routes_edit.router)
     if settings.ingest:
         app.include_router(routes_ingest.router)
+        app.include_router(routes_artifacts.router)
     return app
 
 
