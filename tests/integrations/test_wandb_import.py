@@ -120,7 +120,7 @@ def test_a_nonzero_exit_is_failed_and_a_cut_off_log_is_crashed(tmp_path):
     cut = tmp_path / "cut" / "offline-run-x" / run_file.name.replace(wandb_id, "cut")
     cut.parent.mkdir(parents=True)
     data = run_file.read_bytes()
-    cut.write_bytes(data[: len(data) // 2 + 3])
+    cut.write_bytes(data[: _inside_a_record(data, len(data) // 2)])
     store = labfolio.open_store(tmp_path / "other_store")
     with pytest.warns(RuntimeWarning, match="truncated record"):
         [crashed] = import_wandb(cut.parent, store)
@@ -129,6 +129,24 @@ def test_a_nonzero_exit_is_failed_and_a_cut_off_log_is_crashed(tmp_path):
     loss = store.history(crashed.run_id)["train/loss"]
     assert 100 < len(loss.steps) < STEPS
     assert loss.values.tolist() == [1.0 / (s + 1) for s in range(len(loss.steps))]
+
+
+def _inside_a_record(data: bytes, near: int) -> int:
+    """A byte offset inside the payload of the record that holds `near`, so that cutting the
+    file there always leaves a partial record (a cut on a record boundary is a complete log)."""
+    import struct
+
+    position, block = 7, 32 * 1024  # the ':W&B' file header, then LevelDB log blocks
+    while True:
+        room = block - position % block
+        if room < 7:
+            position += room
+            continue
+        _, length, _ = struct.unpack_from("<IHB", data, position)
+        start = position + 7
+        if start + length > near and length > 2:
+            return start + length // 2
+        position = start + length
 
 
 def _history_table():

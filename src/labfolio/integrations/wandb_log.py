@@ -90,6 +90,9 @@ def _scan_log_format(path: Path, problems: list[str]) -> Iterator[bytes]:
         elif kind == _LAST and pending is not None:
             yield bytes(pending + payload)
             pending = None
+    if pending is not None:
+        # the file ends between the pieces of a record split across blocks: the writer was cut off
+        problems.append("a truncated record at the end (a record split across blocks lacks its last piece)")
 
 
 def scan_run_file(path: str | Path) -> Iterator:
