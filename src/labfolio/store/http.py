@@ -28,10 +28,10 @@ from ..artifacts import blob_path, contained_file, is_sha256, is_suffix
 from ..errors import ConfigError, RunNotFoundError, StoreError, StoreUnavailableError
 from ..settings import StoreLocation
 from .batch import Batch, BatchResult
-from .records import RunRecord, SummaryEntry
+from .records import AlertRecord, ArtifactRecord, RunRecord, SummaryEntry
 from .wire import BATCH_CONTENT_TYPE, encode_batch
 
-__all__ = ["HTTPStore", "run_to_json", "run_from_json", "API_PREFIX"]
+__all__ = ["HTTPStore", "run_to_json", "run_from_json", "API_PREFIX", "NotOnServerError"]
 
 API_PREFIX = "/api/v1"
 _TIMEOUT_S = float(os.environ.get("LABFOLIO_HTTP_TIMEOUT", 30))
@@ -70,6 +70,11 @@ def run_from_json(data: dict) -> RunRecord:
     fields["config_history"] = fields.get("config_history") or []
     fields["point_count"] = fields.get("point_count") or 0
     return RunRecord(**fields, summary=summary)
+
+
+class NotOnServerError(StoreError, AttributeError):
+    """A store method the team server does not offer over HTTP (an AttributeError too, so that
+    ``hasattr(store, ...)`` checks keep working)."""
 
 
 class HTTPStore:
@@ -231,8 +236,14 @@ class HTTPStore:
         return data.get("journal_pos")
 
     def get_run(self, run_id: str) -> RunRecord:
-        data = self._request("GET", f"{API_PREFIX}/runs/{quote(run_id, safe='')}",
-                             not_found=f"no run {run_id!r} on the labfolio server at {self.location.describe()}")
+        """The run ``run_id``, or else the one run whose id starts with it (as the SQL store does)."""
+        path = f"{API_PREFIX}/runs/{quote(run_id, safe='')}"
+        try:
+            data = self._request("GET", path, not_found=run_id)
+        except RunNotFoundError:
+            data = self._request("GET", path + "?prefix=true", not_found=(
+                f"no run {run_id!r} on the labfolio server at {self.location.describe()} (list runs with "
+                "`labfolio runs`)"))
         return run_from_json(data)
 
     def list_runs(self, *, limit: int | None = None, **filters) -> list[RunRecord]:
@@ -242,6 +253,29 @@ class HTTPStore:
             query += f"&limit={int(limit)}"
         data = self._request("GET", f"{API_PREFIX}/runs?{query.lstrip('&')}")
         return [run_from_json(r) for r in data["runs"]]
+
+    def alerts(self, run_id: str) -> list[AlertRecord]:
+        data = self._request("GET", f"{API_PREFIX}/runs/{quote(run_id, safe='')}/alerts")
+        return [AlertRecord(a["kind"], a.get("metric"), a.get("step"), a["severity"], a["message"],
+                            _number_back(a.get("value")), a["created_at"]) for a in data["alerts"]]
+
+    def artifacts(self, run_id: str) -> list[ArtifactRecord]:
+        """Artifact rows; a copied artifact's ``path`` is the URL its file is served at."""
+        data = self._request("GET", f"{API_PREFIX}/runs/{quote(run_id, safe='')}/artifacts")
+        server = self.location.url.rstrip("/")
+        return [ArtifactRecord(a["name"], a["kind"], a.get("sha256"), a.get("size"),
+                               a["path"] if a["is_reference"] else server + a["url"], bool(a["is_reference"]),
+                               a.get("step"), a["created_at"], a.get("meta") or {}) for a in data["artifacts"]]
+
+    def __getattr__(self, name: str):
+        # The rest of the store interface (histories, frames, notes, bulk reads) is not served over
+        # HTTP: say so, and what to use, rather than fail with a bare AttributeError.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise NotOnServerError(
+            f"`{name}` is not available through the labfolio server at {self.location.describe()}: run this on "
+            "the server against its database (--store with its postgresql+psycopg:// URL or folder, or unset "
+            f"LABFOLIO_SERVER there), or open the dashboard at {self.location.url.rstrip('/')}/runs")
 
     def stale_running_runs(self, older_than_s: float) -> list[str]:
         data = self._request("GET", f"{API_PREFIX}/stale-runs?older_than_s={float(older_than_s)}")

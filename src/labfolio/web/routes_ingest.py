@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import RunNotFoundError
-from ..store.http import API_PREFIX, run_to_json
+from ..store.http import API_PREFIX, _json_number, run_to_json
 from ..store.migrate import HEAD_REVISION
 from ..store.wire import BATCH_CONTENT_TYPE, BatchFormatError, decode_batch, decode_json_batch
 from .auth import can_read, can_write
@@ -70,23 +70,51 @@ async def post_batch(request: Request):
 def list_runs(request: Request, experiment: Optional[str] = Query(None, description="Experiment name."),
               variant: Optional[str] = Query(None, description="Variant name."),
               state: Optional[str] = Query(None, description="Run state."),
-              limit: int = Query(100, ge=1, le=10_000, description="How many runs, newest first.")):
+              tag: Optional[str] = Query(None, description="Only runs with this tag."),
+              project: Optional[str] = Query(None, description="Project name."),
+              search: Optional[str] = Query(None, max_length=200, description="Substring of id, name, experiment or variant."),
+              limit: int = Query(100, ge=1, le=10_000, description="How many runs, newest first."),
+              offset: int = Query(0, ge=0, description="Runs to skip (with limit: paging).")):
     """Run records, newest first."""
-    runs = request.app.state.store.list_runs(experiment=experiment, variant=variant, state=state, limit=limit)
+    runs = request.app.state.store.list_runs(experiment=experiment, variant=variant, state=state, tag=tag,
+                                             project=project, search=search, limit=limit, offset=offset)
     return JSONResponse({"runs": [run_to_json(r) for r in runs]})
 
 
 @router.get("/runs/{run_id}", dependencies=[Depends(can_read)])
-def get_run(request: Request, run_id: str):
-    """One run record (what resume needs)."""
+def get_run(request: Request, run_id: str,
+            prefix: bool = Query(False, description="Accept a unique prefix of the run id (as the CLI does).")):
+    """One run record: exactly ``run_id`` (what resume needs), or with ``prefix`` the run it uniquely starts."""
     store = request.app.state.store
     try:
         run = store.get_run(run_id)
     except RunNotFoundError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
-    if run.run_id != run_id:  # the SQL store accepts a unique prefix; the SDK asks for exact ids
+    if run.run_id != run_id and not prefix:  # the SQL store accepts a unique prefix; the SDK asks for exact ids
         return JSONResponse({"detail": f"no run {run_id!r}"}, status_code=404)
     return JSONResponse(run_to_json(run))
+
+
+@router.get("/runs/{run_id}/alerts", dependencies=[Depends(can_read)])
+def run_alerts(request: Request, run_id: str):
+    """A run's alerts, in the order they were raised."""
+    return {"alerts": [{**alert.__dict__, "value": _json_number(alert.value)}
+                       for alert in request.app.state.store.alerts(run_id)]}
+
+
+@router.get("/runs/{run_id}/artifacts", dependencies=[Depends(can_read)])
+def run_artifacts(request: Request, run_id: str):
+    """A run's artifact rows, oldest first; ``url`` is where a copied one's file is served."""
+    from urllib.parse import quote
+
+    out = []
+    for index, item in enumerate(request.app.state.store.artifacts(run_id)):
+        row = dict(item.__dict__)
+        row["url"] = None if item.is_reference else f"/runs/{quote(run_id, safe='')}/artifacts/{index}"
+        if not item.is_reference:
+            row["path"] = None  # a path on the server's disk means nothing to a client
+        out.append(row)
+    return {"artifacts": out}
 
 
 @router.get("/runs/{run_id}/journal-position", dependencies=[Depends(can_read)])

@@ -1,0 +1,80 @@
+"""`labfolio runs` and `labfolio show` read from the team server when LABFOLIO_SERVER is set."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ServerProcess, free_port
+from seed import append_points, finish_run, start_run
+from labfolio.store import open_store
+from labfolio.store.batch import Batch
+from labfolio.store.tokens import create_token
+
+
+@pytest.fixture
+def server(tmp_path):
+    server_dir = tmp_path / "server"
+    store = open_store(server_dir)
+    token, _ = create_token(store, "reader")
+    start_run(store, "exp_a_base_s0_20260101_000000", experiment="exp_a", variant="base", tags=["sweep"])
+    append_points(store, "exp_a_base_s0_20260101_000000", "loss", [0, 1, 2], [3.0, 2.0, 1.5])
+    store.write_batch(Batch(run_id="exp_a_base_s0_20260101_000000", events=[
+        {"type": "alert", "kind": "divergence", "metric": "loss", "step": 2, "message": "loss rose",
+         "value": float("nan")}]))
+    finish_run(store, "exp_a_base_s0_20260101_000000")
+    start_run(store, "exp_b_mhc_s1_20260102_000000", experiment="exp_b", variant="mhc", seed=1)
+    store.close()
+    proc = ServerProcess(["server", "--store", str(server_dir)], free_port(), log=tmp_path / "server.log").start()
+    yield proc, token
+    proc.stop()
+
+
+def _env(tmp_path, url, token):
+    return {"LABFOLIO_SERVER": url, "LABFOLIO_TOKEN": token, "LABFOLIO_DIR": str(tmp_path / "client"),
+            "LABFOLIO_STORE": None}
+
+
+def test_runs_and_show_read_the_server_with_the_token(server, tmp_path):
+    from labfolio.cli import app
+
+    proc, token = server
+    runner = CliRunner()
+    env = _env(tmp_path, proc.url, token)
+    listed = runner.invoke(app, ["runs", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == ["exp_b_mhc_s1_20260102_000000",
+                                                                "exp_a_base_s0_20260101_000000"]
+    tagged = runner.invoke(app, ["runs", "--json", "--tag", "sweep"], env=env)
+    assert [r["run_id"] for r in json.loads(tagged.stdout)] == ["exp_a_base_s0_20260101_000000"]
+    table = runner.invoke(app, ["runs"], env=env)
+    assert table.exit_code == 0 and f"2 run(s) in {proc.url}" in table.output
+    shown = runner.invoke(app, ["show", "exp_a_base", "--json"], env=env)  # a unique prefix, as locally
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.stdout)
+    assert data["run_id"] == "exp_a_base_s0_20260101_000000" and data["summary"]["loss"]["last"] == 1.5
+    assert [a["kind"] for a in data["alerts"]] == ["divergence"]
+    assert runner.invoke(app, ["show", "exp_a_base"], env=env).exit_code == 0
+
+
+def test_reads_without_a_valid_token_and_unknown_runs_say_what_to_do(server, tmp_path):
+    from labfolio.cli import app
+
+    proc, token = server
+    runner = CliRunner()
+    refused = runner.invoke(app, ["runs"], env=_env(tmp_path, proc.url, "lf_wrong"))
+    assert refused.exit_code == 1 and "labfolio token create" in refused.output
+    missing = runner.invoke(app, ["show", "nope"], env=_env(tmp_path, proc.url, token))
+    assert missing.exit_code == 1 and "no run 'nope'" in missing.output and "labfolio runs" in missing.output
+
+
+def test_commands_needing_histories_name_what_to_use_instead(server, tmp_path):
+    from labfolio.cli import app
+
+    proc, token = server
+    result = CliRunner().invoke(app, ["check", "exp_a_base_s0_20260101_000000"], env=_env(tmp_path, proc.url, token))
+    assert result.exit_code == 1
+    assert "`history` is not available through the labfolio server" in result.output
+    assert "--store" in result.output and f"{proc.url}/runs" in result.output
