@@ -152,7 +152,7 @@ def _is_device_tensor(value: Any) -> bool:
 
 def _live_monitor(config: dict, rules):
     """The run's live checks: the project's rules (or `rules`) and every pathology detector."""
-    from .analysis import LiveMonitor, RulesFileError, builtin_rules, load_project_rules
+    from .analysis import LiveMonitor, RulesFileError, builtin_rules, load_project_rules, merge_rules
 
     if rules is None:
         try:
@@ -161,12 +161,33 @@ def _live_monitor(config: dict, rules):
             warnings.warn(f"labfolio: {exc}; live checks use the built-in rules until it is fixed.",
                           RuntimeWarning)
             rules = builtin_rules()
+        rules = merge_rules(rules, _env_rules())
     try:
         return LiveMonitor(config, list(rules))
     except Exception as exc:  # a config the checks cannot read must not stop the run
         warnings.warn(f"labfolio: live checks are off for this run ({exc!r}); `labfolio check` "
                       "runs them afterwards.", RuntimeWarning)
         return None
+
+
+def _env_rules() -> list:
+    """Extra rules from ``$LABFOLIO_RULES`` (JSON: a rules document as in rules.yaml, or a list of
+    rule tables); ``labfolio run`` passes a spec's ``rules:`` to its runs this way."""
+    text = os.environ.get("LABFOLIO_RULES")
+    if not text:
+        return []
+    import json
+
+    from .analysis import RulesFileError, parse_rules_config, resolve_rules
+
+    try:
+        document = json.loads(text)
+        document = {"rules": document} if isinstance(document, list) else document
+        return resolve_rules([parse_rules_config(document, "$LABFOLIO_RULES")], default_packs=())
+    except (ValueError, RulesFileError) as exc:
+        warnings.warn(f"labfolio: ignoring $LABFOLIO_RULES ({exc}); set it to JSON such as "
+                      '[{"metric": "grad_norm", "bad": "> 50"}].', RuntimeWarning)
+        return []
 
 
 class Run:

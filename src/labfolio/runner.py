@@ -206,6 +206,13 @@ def spec_project(spec: Spec) -> str:
     return os.environ.get("LABFOLIO_PROJECT", "")
 
 
+def rule_fields(rule) -> dict[str, Any]:
+    """A rule as the table a rules file would hold (its init fields)."""
+    import dataclasses
+
+    return {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule) if f.init}
+
+
 def child_env(spec: Spec, planned: PlannedRun, *, gpu: str | None, threads: int | None,
               store: str | None) -> dict[str, str]:
     """Environment variables the runner adds for one child (on top of its own environment)."""
@@ -218,6 +225,9 @@ def child_env(spec: Spec, planned: PlannedRun, *, gpu: str | None, threads: int 
     }
     if store:
         env["LABFOLIO_STORE"] = store
+    if spec.rules:
+        # the child's live checks judge the spec's rules while it trains, next to the project's
+        env["LABFOLIO_RULES"] = json.dumps([rule_fields(rule) for rule in spec.rules])
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     if threads is not None:
@@ -419,25 +429,6 @@ class _Monitor:
         self.seen_alerts[task.run_id] = len(alerts)
 
 
-def _judge_spec_rules(store, spec: Spec, task: Task) -> None:
-    """The spec's own rules on a finished run's series; bad ones become alerts in the store."""
-    if not spec.rules or task.run_id is None:
-        return
-    from .analysis import Health, evaluate_rules
-    from .store import Batch
-
-    history = store.history(task.run_id)
-    series = {key: (h.steps, h.values) for key, h in history.items()}
-    events = []
-    for result in evaluate_rules(spec.rules, series):
-        if result.health is Health.BAD:
-            events.append({"type": "alert", "kind": "rule", "metric": result.metric,
-                           "step": None if result.step is None else int(result.step), "severity": "warning",
-                           "message": f"spec rule: {result.message}", "value": result.value})
-    if events:
-        store.write_batch(Batch(run_id=task.run_id, events=events))
-
-
 def _finish_task(store, location, spec: Spec, task: Task, code: int, monitor: _Monitor, *,
                  interrupted: bool) -> None:
     task.returncode, task.ended_at = code, time.time()
@@ -471,10 +462,8 @@ def _finish_task(store, location, spec: Spec, task: Task, code: int, monitor: _M
         task.reason = f"exited with {code} before labfolio.init() recorded a run"
     if task.state != "finished":
         task.output_tail = _tail(task.log_path)
-    elif not interrupted:
-        _judge_spec_rules(store, spec, task)
     if task.run_id is not None:
-        monitor.alerts(task)  # what was recorded after the last poll, spec rules included
+        monitor.alerts(task)  # what was recorded after the last poll
 
 
 def _slots(options: RunOptions, n_runs: int, warnings: list[str]) -> tuple[list[str | None], int | None]:

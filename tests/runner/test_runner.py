@@ -170,3 +170,26 @@ def test_cli_reports_a_bad_spec_as_one_line(write_spec):
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 1
     assert f"{path}:4: seedz: unknown spec key 'seedz' (did you mean 'seeds'?)" in " ".join(result.output.split())
+
+
+def test_spec_rules_reach_the_childs_live_checks_and_alert_once(write_spec):
+    path = write_spec("experiment: toy\ncommand: python {toy}\nbase: {steps: 40, lr: 0.1}\n"
+                      "variants:\n  a: {}\n  b: {lr: 0.2}\nseeds: [0]\n"
+                      "rules:\n  - {metric: score, good: '< 0.5', bad: '> 0.9', note: toy rule}\n")
+    report = run(path)
+    assert report.count("finished") == 2
+    store = labfolio.open_store()
+    for task in report.tasks:
+        rule_alerts = [a for a in store.alerts(task.run_id) if a.kind == "rule" and a.metric == "score"]
+        assert len(rule_alerts) == 1, rule_alerts
+        assert "> 0.9" in rule_alerts[0].message
+
+
+def test_bad_labfolio_rules_json_warns_and_keeps_the_project_rules(monkeypatch):
+    from labfolio.run import _env_rules
+
+    monkeypatch.setenv("LABFOLIO_RULES", "{not json")
+    with pytest.warns(RuntimeWarning, match="ignoring \\$LABFOLIO_RULES"):
+        assert _env_rules() == []
+    monkeypatch.setenv("LABFOLIO_RULES", '[{"metric": "grad_norm", "bad": "> 50"}]')
+    assert [(rule.metric, rule.bad) for rule in _env_rules()] == [("grad_norm", "> 50")]
