@@ -245,3 +245,20 @@ def test_migrating_to_envelopes_gives_existing_chunks_theirs(store_url):
         got = [dict(r._mapping) for r in conn.execute(_select_envelopes(t))]
     assert [{k: bytes(v) if isinstance(v, (bytes, memoryview)) else v for k, v in r.items()} for r in got] == \
         envelope_rows(chunks)
+
+
+def test_non_finite_config_values_are_stored_as_strings_whatever_wrote_them(store_url):
+    store = open_store(store_url)
+    config = {"lr": float("nan"), "clip": [float("inf"), 1.0], "opt": {"eps": float("-inf"), "betas": (0.9, 0.99)}}
+    store.write_batch(Batch(run_id="imported", events=[_start("imported", config=config)]))
+    store.write_batch(Batch(run_id="imported", events=[{"type": "config", "update": {"wd": float("nan")}}]))
+    run = store.get_run("imported")
+    assert run.config == {"lr": "nan", "clip": ["inf", 1.0], "opt": {"eps": "-inf", "betas": [0.9, 0.99]},
+                          "wd": "nan"}
+    assert run.config_history[-1]["update"] == {"wd": "nan"}
+    with store.engine.connect() as conn:  # valid JSON to the database itself, not only to Python
+        raw = conn.execute(text("SELECT config FROM runs WHERE run_id = 'imported'")).scalar()
+        if store.dialect == "postgresql":
+            assert conn.execute(text("SELECT CAST(config AS jsonb) ->> 'lr' FROM runs "
+                                     "WHERE run_id = 'imported'")).scalar() == "nan"
+    assert "NaN" not in raw and "Infinity" not in raw

@@ -54,3 +54,13 @@ def test_extra_columns_carry_config_and_summary_values(mixed_store):
     page = query_runs(mixed_store, RunsQuery(sort="seed", columns=["config.model.width", "summary.test/acc"]))
     assert [r["config"]["model.width"] for r in page["runs"]] == [256, 64, 128, None]
     assert [r["summary"]["test/acc"] for r in page["runs"]] == [0.3, 0.9, 0.95, None]
+
+
+def test_a_run_imported_with_nan_in_its_config_keeps_config_sorting_working(mixed_store):
+    from labfolio.store import Batch
+
+    mixed_store.write_batch(Batch(run_id="imported", events=[{
+        "type": "start", "run_id": "imported", "experiment": "mix", "seed": 9, "state": "finished",
+        "config": {"lr": float("nan"), "model": {"width": 32}}}]))
+    assert _ids(mixed_store, sort="config.model.width") == ["imported", "r1", "r2", "r0", "r3"]
+    assert "imported" not in _ids(mixed_store, filters=["config.lr>=0.0001"])

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-__all__ = ["Batch", "BatchResult"]
+__all__ = ["Batch", "BatchResult", "finite_json"]
+
+
+def finite_json(value):
+    """``value`` with every NaN/Inf float replaced by its string ('nan', 'inf', '-inf').
+
+    Configs are stored as JSON text; a bare NaN in it is not JSON, and PostgreSQL's JSON parser
+    (which the runs table's config sorting and filtering go through) rejects the whole document.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
 
 
 @dataclass

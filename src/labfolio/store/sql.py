@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from ..errors import RunNotFoundError, StoreError, StoreUnavailableError
 from ..settings import StoreLocation
 from . import schema as t
-from .batch import Batch, BatchResult
+from .batch import Batch, BatchResult, finite_json
 from .envelope import envelope_rows
 from .migrate import ensure_schema
 from .records import AlertRecord, ArtifactRecord, MetricHistory, RunRecord, SummaryEntry
@@ -236,7 +236,7 @@ class SQLStore:
             run_id=run_id, project=project, experiment=experiment, variant=variant,
             seed=ev.get("seed"), name=ev.get("name"), state=ev.get("state", "running"),
             tags=_dumps(ev.get("tags") or []), notes=ev.get("notes"), evaluates=ev.get("evaluates"),
-            config=_dumps(ev.get("config") or {}), config_history="[]",
+            config=_dumps(finite_json(ev.get("config") or {})), config_history="[]",
             provenance=_dumps(ev.get("provenance") or {}), host=ev.get("host"),
             machine=ev.get("machine"), batch_size=ev.get("batch_size"),
             tokens_per_step=ev.get("tokens_per_step"), created_at=now, started_at=started,
@@ -247,10 +247,11 @@ class SQLStore:
                            .where(t.runs.c.run_id == run_id)).first()
         if row is None:
             raise StoreError(f"config update for unknown run {run_id!r}")
+        changes = finite_json(ev.get("update") or {})  # imports reach here without the SDK's cleaning
         config = _loads(row.config, {})
-        config.update(ev.get("update") or {})
+        config.update(changes)
         history = _loads(row.config_history, [])
-        history.append({"time": ev.get("time", now), "update": ev.get("update") or {}})
+        history.append({"time": ev.get("time", now), "update": changes})
         conn.execute(update(t.runs).where(t.runs.c.pk == row.pk)
                      .values(config=_dumps(config), config_history=_dumps(history)))
 

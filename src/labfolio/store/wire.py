@@ -14,7 +14,6 @@ and ``seqs`` lists) is accepted too, for clients without numpy.
 from __future__ import annotations
 
 import json
-import math
 import struct
 
 import numpy as np
@@ -58,17 +57,6 @@ def encode_batch(batch: Batch) -> bytes:
     return b"".join(parts)
 
 
-def _finite_json(value):
-    """Config as the SDK stores it: NaN/Inf as strings, so every database can parse it as JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_json(v) for v in value]
-    return value
-
-
 def _check_artifact(event: dict) -> None:
     """A copied artifact's row must name its content address: the server serves files only from
     there, and never from a path a client chose."""
@@ -95,9 +83,6 @@ def _check_header(header) -> None:
     for event in events:
         if event.get("type") not in EVENT_TYPES:
             raise BatchFormatError(f"unknown event type {event.get('type')!r}; known: {', '.join(sorted(EVENT_TYPES))}")
-        for name in ("config", "update"):
-            if name in event:
-                event[name] = _finite_json(event[name])
         if event["type"] == "artifact":
             _check_artifact(event)
     for name in ("journal_from", "journal_to"):
