@@ -20,6 +20,7 @@ The notebook's results tables come from here. The rules, stated once:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
@@ -59,6 +60,13 @@ def _scipy_stats():
     from scipy import stats
 
     return stats
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(q: float, df: float) -> float:
+    # scipy's frozen-distribution machinery costs ~0.1 ms a call, and a notebook asks for the same
+    # few (q, df) pairs thousands of times (seeds per variant repeat across experiments)
+    return float(_scipy_stats().t.ppf(q, df))
 
 
 # Matched against the tokens of a metric name (split on /, _, -, ., spaces; digits dropped), the
@@ -205,7 +213,7 @@ def summarize(
     mean = float(kept.mean())
     if n >= 2:
         std = float(kept.std(ddof=1))
-        half = float(_scipy_stats().t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+        half = _t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
         ci_low, ci_high = mean - half, mean + half
     else:
         std = ci_low = ci_high = nan
@@ -266,13 +274,25 @@ def _welch_p_value(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if math.isnan(p) else p
 
 
+@functools.lru_cache(maxsize=32)
+def _bootstrap_indices(size_a: int, size_b: int, n_bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The resampling indices of both groups: with a fixed seed they depend on the group sizes only,
+    so they are drawn once per size pair instead of once per comparison (the same numbers)."""
+    rng = np.random.default_rng(seed)
+    index_a = rng.integers(0, size_a, size=(n_bootstrap, size_a))
+    index_b = rng.integers(0, size_b, size=(n_bootstrap, size_b))
+    index_a.flags.writeable = False  # shared between calls
+    index_b.flags.writeable = False
+    return index_a, index_b
+
+
 def _bootstrap_delta_ci(
     a: np.ndarray, b: np.ndarray, confidence: float, n_bootstrap: int, seed: int
 ) -> tuple[float, float]:
     """Percentile CI of mean(b) - mean(a), resampling each group independently."""
-    rng = np.random.default_rng(seed)
-    means_a = a[rng.integers(0, a.size, size=(n_bootstrap, a.size))].mean(axis=1)
-    means_b = b[rng.integers(0, b.size, size=(n_bootstrap, b.size))].mean(axis=1)
+    index_a, index_b = _bootstrap_indices(a.size, b.size, n_bootstrap, seed)
+    means_a = a[index_a].mean(axis=1)
+    means_b = b[index_b].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means_b - means_a, [tail, 100 - tail])
     return float(low), float(high)
@@ -400,7 +420,7 @@ def find_lucky_runs(
         noise = math.sqrt((float(((siblings - mean) ** 2).sum()) + other_squares) / df)
         sigma = max(noise, _SIGMA_FLOOR * max(1.0, abs(mean)))
         z = (float(value) - mean) / sigma
-        critical = float(_scipy_stats().t.ppf(1 - alpha / (2 * tested), df)) * math.sqrt(1 + 1 / k)
+        critical = _t_quantile(1 - alpha / (2 * tested), df) * math.sqrt(1 + 1 / k)
         threshold = max(min_z, critical)
         if abs(z) <= threshold:
             continue

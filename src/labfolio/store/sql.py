@@ -76,6 +76,15 @@ def _loads(text: str | None, default):
         return default
 
 
+def _loads_list(text: str | None) -> list:
+    # Most runs have no tags and no config history: skip the decoder for the empty literal.
+    return [] if not text or text == "[]" else _loads(text, [])
+
+
+def _loads_dict(text: str | None) -> dict:
+    return {} if not text or text == "{}" else _loads(text, {})
+
+
 def _dumps(value) -> str:
     return json.dumps(value, separators=(",", ":"), default=str, allow_nan=True)
 
@@ -473,29 +482,37 @@ class SQLStore:
         out: dict[int, dict[str, SummaryEntry]] = {}
         for chunk_start in range(0, len(run_pks), 500):
             chunk = run_pks[chunk_start: chunk_start + 500]
-            query = (select(t.summaries, t.metric_keys.c.key)
-                     .join(t.metric_keys, t.metric_keys.c.id == t.summaries.c.key_id)
-                     .where(t.summaries.c.run_pk.in_(chunk)))
-            for r in conn.execute(query):
-                out.setdefault(r.run_pk, {})[r.key] = SummaryEntry(
-                    key=r.key, last=_nan_if_none(r.last, r.count), last_step=r.last_step,
-                    min=r.min, max=r.max, count=r.count, nonfinite=r.nonfinite,
-                    override=_loads(r.override, None))
+            cols = t.summaries.c
+            query = (select(cols.run_pk, t.metric_keys.c.key, cols.last, cols.last_step, cols.min, cols.max, cols.count,
+                            cols.nonfinite, cols.override)
+                     .join(t.metric_keys, t.metric_keys.c.id == cols.key_id)
+                     .where(cols.run_pk.in_(chunk)))
+            # Plain tuples, positionally: a listing of 10,000 runs reads ~40,000 of these rows, and
+            # named access plus keyword construction was most of its cost.
+            for run_pk, key, last, last_step, low, high, count, nonfinite, override in conn.execute(query):
+                entries = out.get(run_pk)
+                if entries is None:
+                    entries = out[run_pk] = {}
+                entries[key] = SummaryEntry(key, _nan_if_none(last, count), last_step, low, high, count,
+                                            nonfinite, _loads(override, None) if override else None)
         return out
 
     def _record(self, row, summary: dict[str, SummaryEntry]) -> RunRecord:
+        # One dict per row: named attribute access on a Row costs ~1 µs a field, and a listing of
+        # 10,000 runs reads 30 fields of each.
+        r = dict(zip(row._fields, row))
         return RunRecord(
-            run_id=row.run_id, project=row.project, experiment=row.experiment, variant=row.variant,
-            seed=row.seed, name=row.name, state=row.state, status=row.status,
-            status_reason=row.status_reason, tags=_loads(row.tags, []), notes=row.notes,
-            evaluates=row.evaluates, config=_loads(row.config, {}),
-            provenance=_loads(row.provenance, {}), host=row.host, machine=row.machine,
-            batch_size=row.batch_size, tokens_per_step=row.tokens_per_step,
-            created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
-            heartbeat_at=row.heartbeat_at, exit_reason=row.exit_reason, first_step=row.first_step,
-            last_step=row.last_step, first_time=row.first_time, last_time=row.last_time,
-            point_count=row.point_count, summary=dict(sorted(summary.items())),
-            config_history=_loads(row.config_history, []))
+            run_id=r["run_id"], project=r["project"], experiment=r["experiment"], variant=r["variant"],
+            seed=r["seed"], name=r["name"], state=r["state"], status=r["status"],
+            status_reason=r["status_reason"], tags=_loads_list(r["tags"]), notes=r["notes"],
+            evaluates=r["evaluates"], config=_loads_dict(r["config"]),
+            provenance=_loads_dict(r["provenance"]), host=r["host"], machine=r["machine"],
+            batch_size=r["batch_size"], tokens_per_step=r["tokens_per_step"],
+            created_at=r["created_at"], started_at=r["started_at"], ended_at=r["ended_at"],
+            heartbeat_at=r["heartbeat_at"], exit_reason=r["exit_reason"], first_step=r["first_step"],
+            last_step=r["last_step"], first_time=r["first_time"], last_time=r["last_time"],
+            point_count=r["point_count"], summary=dict(sorted(summary.items())),
+            config_history=_loads_list(r["config_history"]))
 
     def run_journal_position(self, run_id: str) -> int | None:
         with self._read() as conn:
