@@ -25,6 +25,8 @@ class Context:
     cache: ResultsCache
     rules: list = field(default_factory=list)  # project health rules (analysis Rule)
     plots: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # experiment -> [(caption, vault path)]
+    fragments: Any = None  # a FragmentCache: pieces of the logs kept per experiment fingerprint
+    _fingerprints: Any = None
     _results: dict[str, dict] = field(default_factory=dict)
     _memo: dict[tuple, Any] = field(default_factory=dict)
     _evals: dict[tuple[str, str], list[RunRecord]] | None = None
@@ -51,6 +53,30 @@ class Context:
                     for key in keys:
                         self._evals.setdefault(key, []).append(run)
         return self._evals.get((exp.name, variant), [])
+
+    def fingerprint(self, exp: ExperimentInfo) -> str:
+        """Hash of everything `exp`'s notes are rendered from (see ``fingerprint``); asked for
+        after the plots are planned, since the notes embed them."""
+        if self._fingerprints is None:
+            from .fingerprint import Fingerprints
+
+            self._fingerprints = Fingerprints(self)
+        return self._fingerprints.experiment(exp)
+
+    def fragment(self, exp: ExperimentInfo | None, part: str, compute):
+        """compute() for a piece of a log belonging to `exp`, reused from the fragment cache while
+        the experiment's fingerprint is unchanged (always computed without a cache or experiment)."""
+        if self.fragments is None or exp is None:
+            return compute()
+        return self.fragments.get(exp.name, self.fingerprint(exp), part, compute)
+
+    def keep_results(self, exp: ExperimentInfo) -> None:
+        """Mark `exp`'s cached results as in use even when no note needed them this time, so the
+        results cache keeps them for the plots and for a vault rebuilt without fragments."""
+        from .results import results_key
+
+        key = self.fragment(exp, "results_key", lambda: results_key(exp, self.proposals)[0])
+        self.cache.get(key)
 
     def results(self, exp: ExperimentInfo) -> dict:
         if exp.name not in self._results:

@@ -204,7 +204,7 @@ def render_experiment_log(ctx: Context) -> str:
     if preamble.strip():
         lines += [*preamble.split("\n"), ""]
     for exp in ordered:
-        lines += [*render_entry(ctx, exp), ""]
+        lines += [*ctx.fragment(exp, "log_entry", lambda exp=exp: render_entry(ctx, exp)), ""]
     trailer = (snapshot.project_notes.get("log_trailer") or "").strip("\n")
     if trailer.strip():
         lines += [*trailer.split("\n"), ""]

@@ -187,42 +187,59 @@ def _table(ctx: Context, runs, columns: Sequence[str]) -> list[str]:
             extras.setdefault(title, None)
             cells[f"extra:{title}"] = cell
         mapped[run.run_id] = cells
-    by_experiment: dict[str, list[str]] = {}
     header = [_TITLES[c] for c in columns] + list(extras)
+    part = "rows:" + ",".join(columns)
+    by_experiment: dict[str, dict[str, list[str]]] = {}
     rows = []
     for run in runs:
-        metrics = by_experiment.get(run.experiment)
-        if metrics is None:
-            exp = ctx.snapshot.by_name.get(run.experiment)
-            metrics = ctx.results(exp)["metrics"] if exp is not None and not run.is_evaluation \
-                else key_metrics([run])
-            by_experiment[run.experiment] = metrics
-        if run.is_evaluation:
-            metrics = key_metrics([run])
+        exp = ctx.snapshot.by_name.get(run.experiment)
+        if exp is None:
+            row = _row(ctx, None, run, columns, mapped[run.run_id])
+        else:
+            # One fragment per experiment holding the rows of all its runs in this table.
+            cached = by_experiment.get(exp.name)
+            if cached is None:
+                cached = by_experiment[exp.name] = ctx.fragment(exp, part, lambda exp=exp: {
+                    r.run_id: _row(ctx, exp, r, columns, mapped[r.run_id])
+                    for r in (*exp.runs, *exp.eval_runs) if r.run_id in mapped})
+            row = list(cached[run.run_id])
         cells = mapped[run.run_id]
-        row = [cells.get(c) or _derived(ctx, run, c, metrics) for c in columns]
         row += [cells.get(f"extra:{title}", "") for title in extras]
         rows.append(row)
     return render_table(header, rows)
 
 
+def _row(ctx: Context, exp, run, columns: Sequence[str], cells: dict[str, str]) -> list[str]:
+    """A run's cells in `columns`: what an imported row carried, else derived from the store."""
+    if exp is not None and not run.is_evaluation:
+        metrics = ctx.results(exp)["metrics"]
+    else:
+        metrics = key_metrics([run])
+    return [cells.get(c) or _derived(ctx, run, c, metrics) for c in columns]
+
+
 def _baseline_lines(ctx: Context) -> list[str]:
     lines: list[str] = []
     for exp in sorted(ctx.snapshot.experiments, key=lambda e: (e.sort_time, e.name), reverse=True):
-        result = ctx.results(exp)
-        if not result["comparisons"]:
-            continue
-        baseline = result["baseline"]
-        rows = []
-        for comparison in result["comparisons"]:
-            metric, variant = comparison["metric"], comparison["variant"]
-            rows.append([metric, variant, result["variants"][baseline]["cells"].get(metric, "--"),
-                         result["variants"][variant]["cells"].get(metric, "--"), comparison["delta"],
-                         comparison["verdict"]])
-        lines += [f"### {ctx.experiment_link(exp.name)}", "",
-                  *render_table(["Metric", "Variant", f"Baseline ({baseline})", "Variant value", "Delta", "Verdict"],
-                                rows), ""]
+        lines += ctx.fragment(exp, "baselines", lambda exp=exp: _baseline_block(ctx, exp))
     return lines[:-1] if lines else ["No experiment has a baseline and another variant with runs yet."]
+
+
+def _baseline_block(ctx: Context, exp) -> list[str]:
+    """One experiment's baseline table, with a blank line after it; nothing without comparisons."""
+    result = ctx.results(exp)
+    if not result["comparisons"]:
+        return []
+    baseline = result["baseline"]
+    rows = []
+    for comparison in result["comparisons"]:
+        metric, variant = comparison["metric"], comparison["variant"]
+        rows.append([metric, variant, result["variants"][baseline]["cells"].get(metric, "--"),
+                     result["variants"][variant]["cells"].get(metric, "--"), comparison["delta"],
+                     comparison["verdict"]])
+    return [f"### {ctx.experiment_link(exp.name)}", "",
+            *render_table(["Metric", "Variant", f"Baseline ({baseline})", "Variant value", "Delta", "Verdict"],
+                          rows), ""]
 
 
 def open_items(ctx: Context) -> list[str]:

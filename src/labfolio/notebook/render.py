@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .master_log import LAYOUT as MASTER_LAYOUT
 from .master_log import render_master_log
 from .mdtext import safe_name
 from .plots import draw_plot, plan_plots
+from .fingerprint import FRAGMENTS_FILE, FragmentCache
 from .results import ResultsCache
 from .experiment_log import FRONTMATTER_NOTE_FIELD as LOG_FRONT_FIELD
 from .master_log import FRONTMATTER_NOTE_FIELD as MASTER_FRONT_FIELD
@@ -58,8 +60,19 @@ def page_path(name: str) -> str:
 
 @dataclass
 class RenderedFile:
-    content: str
+    content: str | None  # None: kept as it is on disk (see `reuse` in render_files)
     fields: dict[str, str]  # field key -> the human text written (normalised)
+    fingerprint: str | None = None  # of the inputs it was rendered from (experiment and variant notes)
+    sha: str | None = None  # hash of the content (that of the file kept when content is None)
+
+    def __post_init__(self) -> None:
+        if self.sha is None and self.content is not None:
+            self.sha = text_hash(self.content)
+
+
+# reuse(relpath, fingerprint) -> the hash of the note on disk when it is exactly what was written
+# last time from inputs with this fingerprint (so rendering it again would give the same text).
+Reuse = Callable[[str, str], "str | None"]
 
 
 @dataclass
@@ -105,9 +118,19 @@ def _master_cells(content: str) -> dict[str, str]:
     return {field_key("run", run_id, name): text for (run_id, name), text in master_table_cells(content).items()}
 
 
-def render_files(ctx: Context) -> dict[str, RenderedFile]:
-    """Every note of the vault: path -> content and the human fields it shows."""
+def render_files(ctx: Context, reuse: Reuse | None = None) -> dict[str, RenderedFile]:
+    """Every note of the vault: path -> content and the human fields it shows.
+
+    With `reuse`, an experiment or variant note it vouches for is not rendered (content None)."""
     snapshot = ctx.snapshot
+
+    def note(relpath: str, exp, render) -> tuple[str | None, str | None, str | None]:
+        if reuse is None:
+            return render(), None, None
+        fingerprint = ctx.fingerprint(exp)
+        kept = reuse(relpath, fingerprint)
+        return (None if kept else render()), fingerprint, kept
+
     files: dict[str, RenderedFile] = {}
     master = render_master_log(ctx)
     fields = _human_fields("project", PROJECT_OWNER, MASTER_LAYOUT, snapshot.project_notes)
@@ -120,16 +143,22 @@ def render_files(ctx: Context) -> dict[str, RenderedFile]:
         log_fields.update(_human_fields("experiment", exp.name, ENTRY_LAYOUT, exp.notes))
     files[EXPERIMENT_LOG] = RenderedFile(render_experiment_log(ctx), log_fields)
     for exp in snapshot.experiments:
-        base = f"experiments/{exp.folder}"
+        relpath = f"experiments/{exp.folder}/experiment.md"
         fields = _human_fields("experiment", exp.name, EXPERIMENT_LAYOUT, exp.notes)
         fields.update(_front_field("experiment", exp.name, FRONTMATTER_FIELD, exp.notes))
-        files[f"{base}/experiment.md"] = RenderedFile(render_experiment_note(ctx, exp), fields)
+        content, fingerprint, kept = note(relpath, exp, lambda exp=exp: render_experiment_note(ctx, exp))
+        files[relpath] = RenderedFile(content, fields, fingerprint, kept)
         for variant in exp.variants:
             owner = f"{exp.name}/{variant}"
             notes = exp.variant_notes.get(variant, {})
             fields = _human_fields("variant", owner, VARIANT_LAYOUT, notes)
             fields.update(_front_field("variant", owner, FRONTMATTER_FIELD, notes))
-            files[f"{ctx.variant_note(exp, variant)}.md"] = RenderedFile(render_variant_note(ctx, exp, variant), fields)
+            relpath = f"{ctx.variant_note(exp, variant)}.md"
+            content, fingerprint, kept = note(relpath, exp,
+                                              lambda exp=exp, variant=variant: render_variant_note(ctx, exp, variant))
+            files[relpath] = RenderedFile(content, fields, fingerprint, kept)
+        if ctx.fragments is not None:
+            ctx.keep_results(exp)
     for name, value in sorted(snapshot.project_notes.items()):
         if name.startswith(PAGE_PREFIX) and normalize_human(value):
             path = page_path(name[len(PAGE_PREFIX):])
@@ -138,6 +167,13 @@ def render_files(ctx: Context) -> dict[str, RenderedFile]:
             content = render_note({"type": "page"}, None, PAGE_LAYOUT, {"page": value}, {})
             files[path] = RenderedFile(content, {field_key("project", PROJECT_OWNER, name): normalize_human(value)})
     return files
+
+
+def _file_hash(path: Path) -> str | None:
+    try:
+        return text_hash(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _is_managed(path: Path, relpath: str, state: VaultState) -> bool:
@@ -184,15 +220,34 @@ def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool =
     snapshot = read_snapshot(store, root=project_root, base_url=base_url, with_artifacts=plots)
     cache = ResultsCache(vault / STATE_DIR / "cache.json")
     ctx = build_context(snapshot, cache, _load_rules(project_root))
+    ctx.fragments = FragmentCache(vault / STATE_DIR / FRAGMENTS_FILE)
+    on_disk = dict(report.sync.file_hashes) if report.sync is not None else {}
     plot_specs = {}
     if plots:
         for exp in snapshot.experiments:
             specs = plan_plots(exp, ctx.results(exp)["metrics"], snapshot.artifacts)
             plot_specs[exp.name] = specs
             ctx.plots[exp.name] = [(spec.caption, spec.path) for spec in specs]
-    files = render_files(ctx)
+
+    def reuse(relpath: str, fingerprint: str) -> str | None:
+        entry = state.files.get(relpath) or {}
+        written = entry.get("written")
+        if not written or entry.get("fp") != fingerprint:
+            return None
+        if relpath not in on_disk:  # not read by the sync: read it now
+            on_disk[relpath] = _file_hash(vault / relpath)
+        return written if on_disk[relpath] == written else None
+
+    files = render_files(ctx, reuse)
     new_files: dict[str, dict] = {}
     for relpath, rendered in files.items():
+        entry = {"sha": rendered.sha, "fields": {key: text_hash(value) for key, value in rendered.fields.items()}}
+        if rendered.fingerprint is not None:
+            entry.update(fp=rendered.fingerprint, written=rendered.sha)
+        new_files[relpath] = entry
+        if rendered.content is None:
+            report.unchanged += 1
+            continue
         path = vault / relpath
         if path.exists() and not _is_managed(path, relpath, state):
             report.backups.append(str(_backup(path).relative_to(vault)))
@@ -202,8 +257,6 @@ def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool =
             report.written.append(relpath)
         else:
             report.unchanged += 1
-        new_files[relpath] = {"sha": text_hash(rendered.content),
-                              "fields": {key: text_hash(value) for key, value in rendered.fields.items()}}
     for relpath, old in sorted(state.files.items()):
         if relpath in files:
             continue
@@ -245,5 +298,6 @@ def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool =
                       for v in exp.variants}
     state.save(vault)
     cache.save()
+    ctx.fragments.save()
     report.seconds = time.perf_counter() - started
     return report

@@ -34,6 +34,7 @@ __all__ = [
     "status_label",
     "experiment_status",
     "experiment_results",
+    "results_key",
     "previous_diff",
     "variant_diffs",
     "mislabelled_variants",
@@ -221,17 +222,15 @@ def _cell(values: list[tuple[Any, str | None]], summary) -> str:
     return " / ".join(dict.fromkeys(texts))
 
 
-def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],
-                       cache: ResultsCache | None = None) -> dict:
-    """Results of one experiment as text: cells per variant and metric, verdicts, lucky runs.
+def results_key(exp: ExperimentInfo, proposals: Mapping[str, Any]) -> tuple[str, list[str], str | None]:
+    """(cache key, metrics shown, baseline) of an experiment's results: the key hashes exactly what
+    the results are computed from, and the code that computes them."""
+    from .fingerprint import code_fingerprint
 
-    ``{"metrics", "baseline", "variants": {v: {"n", "cells": {metric: text}}}, "comparisons":
-    [{"variant", "metric", "text", "verdict"}], "lucky": [...], "excluded": str, "notes": [...]}``
-    """
     runs = exp.runs
     metrics = key_metrics(runs)
     baseline = exp.baseline if exp.baseline in {r.variant for r in runs} else None
-    inputs = [RESULTS_FORMAT_VERSION, exp.name, baseline, metrics, exp.variants]
+    inputs = [RESULTS_FORMAT_VERSION, code_fingerprint(), exp.name, baseline, metrics, exp.variants]
     for run in runs:
         proposal = proposals.get(run.run_id)
         inputs.append([run.run_id, run.variant, run.seed, run.state, run.status, run.status_reason,
@@ -239,11 +238,22 @@ def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],
                        [[m, _jsonable(run.summary[m].value) if m in run.summary else None] for m in metrics],
                        values_as_written(run) if is_imported(run) else None])
     key = hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    return key, metrics, baseline
+
+
+def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],
+                       cache: ResultsCache | None = None) -> dict:
+    """Results of one experiment as text: cells per variant and metric, verdicts, lucky runs.
+
+    ``{"metrics", "baseline", "variants": {v: {"n", "cells": {metric: text}}}, "comparisons":
+    [{"variant", "metric", "text", "verdict"}], "lucky": [...], "excluded": str, "notes": [...]}``
+    """
+    key, metrics, baseline = results_key(exp, proposals)
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
             return hit
-    result = _compute_results(exp, runs, metrics, baseline, proposals)
+    result = _compute_results(exp, exp.runs, metrics, baseline, proposals)
     if cache is not None:
         cache.put(key, result)
     return result

@@ -48,6 +48,7 @@ class SyncReport:
     statuses: list[tuple[str, str | None]] = field(default_factory=list)  # (run id, status)
     experiments_created: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    file_hashes: dict[str, str] = field(default_factory=dict)  # relpath -> hash of the note as it was read
 
     @property
     def changed(self) -> bool:
@@ -344,8 +345,9 @@ def sync_vault(store, out_dir: str | Path, *, state: VaultState | None = None) -
         except (OSError, UnicodeDecodeError) as error:
             reader.report.warnings.append(f"{relpath}: cannot read ({error})")
             continue
+        sha = reader.report.file_hashes[relpath] = text_hash(text)
         known = state.files.get(relpath)
-        if known is not None and known.get("sha") == text_hash(text):
+        if known is not None and known.get("sha") == sha:
             continue
         if known is None and "labfolio:begin" not in text and "written by `labfolio notes`" not in text:
             if relpath in (MASTER_LOG, EXPERIMENT_LOG) or relpath.startswith("experiments/"):
