@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import marshal
+import operator
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -38,9 +39,9 @@ RENDER_FORMAT_VERSION = 1  # bump to force every note to re-render (the code has
 FRAGMENTS_FILE = "fragments.json"
 
 # Taken from the record types themselves, so a field added to a run later is fingerprinted too.
-_RUN_FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "summary")
-_SUMMARY_FIELDS = tuple(f.name for f in fields(SummaryEntry))
-_ALERT_FIELDS = tuple(f.name for f in fields(AlertRecord))
+_run_fields = operator.attrgetter(*(f.name for f in fields(RunRecord) if f.name != "summary"))
+_summary_fields = operator.attrgetter(*(f.name for f in fields(SummaryEntry)))
+_alert_fields = operator.attrgetter(*(f.name for f in fields(AlertRecord)))
 _CODE_PACKAGES = ("notebook", "analysis")
 _CODE_FILES = ("store/records.py",)
 
@@ -91,12 +92,10 @@ class Fingerprints:
         digest = self._runs.get(run.run_id)
         if digest is None:
             snapshot = self._ctx.snapshot
-            summary = tuple((key, tuple(getattr(entry, name) for name in _SUMMARY_FIELDS))
-                            for key, entry in run.summary.items())
-            alerts = tuple(tuple(getattr(alert, name) for name in _ALERT_FIELDS)
-                           for alert in snapshot.alerts.get(run.run_id, ()))
+            summary = tuple((key, _summary_fields(entry)) for key, entry in run.summary.items())
+            alerts = tuple(_alert_fields(alert) for alert in snapshot.alerts.get(run.run_id, ()))
             notes = tuple(sorted(snapshot.run_notes.get(run.run_id, {}).items()))
-            digest = _digest((tuple(getattr(run, name) for name in _RUN_FIELDS), summary, alerts, notes))
+            digest = _digest((_run_fields(run), summary, alerts, notes))
             self._runs[run.run_id] = digest
         return digest
 

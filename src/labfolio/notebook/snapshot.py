@@ -164,8 +164,8 @@ def read_note_fields(store, scope: str, owners: Iterable[str]) -> dict[str, dict
     owners = list(owners)
     bulk = getattr(store, "note_fields_for_scope", None)
     if bulk is not None:
-        found = bulk(scope)
-        return {owner: dict(found.get(owner, {})) for owner in owners}
+        found = bulk(scope)  # built for this call, so its dicts are handed out without copies
+        return {owner: found.get(owner) or {} for owner in owners}
     return {owner: store.note_fields(scope, owner) for owner in owners}
 
 

@@ -56,28 +56,65 @@ def write_if_changed(path: Path, data: bytes | str) -> bool:
 class VaultState:
     """The state file's content."""
 
-    files: dict[str, dict] = field(default_factory=dict)  # relpath -> {"sha": ..., "fields": {key: sha}}
+    # relpath -> {"sha": ..., "fields": {key: sha}}, plus for experiment and variant notes "fp" (the
+    # fingerprint of their inputs) and "written" (the hash of what was written from them)
+    files: dict[str, dict] = field(default_factory=dict)
     folders: dict[str, str] = field(default_factory=dict)  # experiment folder -> experiment name
     variants: dict[str, list[str]] = field(default_factory=dict)  # "folder/stem" -> [experiment, variant]
     plots: dict[str, str] = field(default_factory=dict)  # plot relpath -> fingerprint
+    _as_loaded: dict | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, vault: Path) -> VaultState:
         path = vault / STATE_DIR / _STATE_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text)
         except (OSError, ValueError):
             return cls()
         if not isinstance(data, dict) or data.get("version") != _VERSION:
             return cls()
-        return cls(files=dict(data.get("files") or {}), folders=dict(data.get("folders") or {}),
-                   variants=dict(data.get("variants") or {}), plots=dict(data.get("plots") or {}))
+        state = cls(files=dict(data.get("files") or {}), folders=dict(data.get("folders") or {}),
+                    variants=dict(data.get("variants") or {}), plots=dict(data.get("plots") or {}))
+        # A second, untouched copy (the entries above are mutated in place by sync and render), so
+        # an unchanged state is recognised without encoding thousands of entries again.
+        state._as_loaded = json.loads(text)
+        return state
+
+    def _content(self) -> dict:
+        return {"version": _VERSION, "files": self.files, "folders": self.folders, "variants": self.variants,
+                "plots": self.plots}
 
     def save(self, vault: Path) -> bool:
-        text = json.dumps({"version": _VERSION, "files": self.files, "folders": self.folders,
-                           "variants": self.variants, "plots": self.plots},
-                          sort_keys=True, indent=0, ensure_ascii=False)
-        return write_if_changed(vault / STATE_DIR / _STATE_FILE, text + "\n")
+        path = vault / STATE_DIR / _STATE_FILE
+        content = self._content()
+        if content == self._as_loaded and path.is_file():
+            return False
+        return write_if_changed(path, _dump(content))
+
+    def field_hash(self, relpath: str, key: str) -> str | None:
+        return (self.files.get(relpath) or {}).get("fields", {}).get(key)
+
+
+def _dump(content: dict) -> str:
+    """JSON with one line per entry of each table (one line per note), so a vault kept in git shows
+    which notes changed; each line is encoded by the C encoder, which indent= would bypass."""
+    lines = ["{"]
+    keys = sorted(content)
+    for index, key in enumerate(keys):
+        value = content[key]
+        comma = "," if index < len(keys) - 1 else ""
+        if isinstance(value, dict) and value:
+            lines.append(f"{json.dumps(key)}: {{")
+            names = sorted(value)
+            lines += [f"{json.dumps(name, ensure_ascii=False)}: "
+                      f"{json.dumps(value[name], sort_keys=True, ensure_ascii=False)}"
+                      + ("," if i < len(names) - 1 else "") for i, name in enumerate(names)]
+            lines.append("}" + comma)
+        else:
+            lines.append(f"{json.dumps(key)}: {json.dumps(value, sort_keys=True, ensure_ascii=False)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
     def field_hash(self, relpath: str, key: str) -> str | None:
         return (self.files.get(relpath) or {}).get("fields", {}).get(key)
