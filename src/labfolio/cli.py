@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import StoreOption, console, friendly_errors
+from .runner_display import format_duration
 
 __all__ = ["app", "main"]
 
@@ -34,15 +35,6 @@ def _open(store: Optional[str]):
 
 def _fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
 def _fmt_value(value) -> str:
@@ -83,7 +75,7 @@ def runs_command(
     for r in records:
         table.add_row(r.run_id, r.experiment or "-", r.variant or "-", "-" if r.seed is None else str(r.seed),
                       r.state, "-" if r.last_step is None else str(r.last_step), _fmt_time(r.started_at),
-                      _fmt_duration(r.duration_s))
+                      format_duration(r.duration_s))
     console.print(table)
 
 
@@ -134,7 +126,7 @@ def show_command(
         ("python", str((prov.get("python") or {}).get("version", "-")).split()[0]),
         ("command", " ".join((prov.get("invocation") or {}).get("argv", []) or []) or "-"),
         ("started", _fmt_time(record.started_at)),
-        ("duration", _fmt_duration(record.duration_s)),
+        ("duration", format_duration(record.duration_s)),
     ]
     for key, value in record.throughput.items():
         rows.append((key.replace("_per_s", "/s"), f"{value:,.1f}"))

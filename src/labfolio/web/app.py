@@ -106,29 +106,15 @@ def create_app(store, settings: WebSettings | None = None):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code,
                             headers={"WWW-Authenticate": "Bearer"})
 
-    @app.exception_handler(RunNotFoundError)
-    async def _run_not_found(request: Request, exc: RunNotFoundError):
-        return _error(request, 404, str(exc))
+    # labfolio's own errors become pages (or JSON) with the status that fits; Starlette picks the
+    # handler of the closest class in the exception's MRO, so the general ones come last harmlessly.
+    for error_class, status in ((RunNotFoundError, 404), (ExperimentNotFound, 404),
+                                (StoreUnavailableError, 503), (ConfigError, 400), (StoreError, 400),
+                                (LabfolioError, 400)):
+        async def _labfolio_error(request: Request, exc: LabfolioError, status: int = status):
+            return _error(request, status, str(exc))
 
-    @app.exception_handler(ExperimentNotFound)
-    async def _exp_not_found(request: Request, exc: ExperimentNotFound):
-        return _error(request, 404, str(exc))
-
-    @app.exception_handler(StoreUnavailableError)
-    async def _store_down(request: Request, exc: StoreUnavailableError):
-        return _error(request, 503, str(exc))
-
-    @app.exception_handler(ConfigError)
-    async def _bad_input(request: Request, exc: ConfigError):
-        return _error(request, 400, str(exc))
-
-    @app.exception_handler(StoreError)
-    async def _store_error(request: Request, exc: StoreError):
-        return _error(request, 400, str(exc))
-
-    @app.exception_handler(LabfolioError)
-    async def _labfolio_error(request: Request, exc: LabfolioError):
-        return _error(request, 400, str(exc))
+        app.add_exception_handler(error_class, _labfolio_error)
 
     def _error(request: Request, status: int, message: str):
         if request.url.path.endswith(".json") or request.url.path.startswith("/api/") \
