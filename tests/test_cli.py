@@ -120,3 +120,12 @@ def test_every_command_and_option_has_help_text():
 def test_help_runs_for_every_command(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_every_command_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = get_command(app).commands
+    missing = [name for name in commands if f"`labfolio {name}" not in readme]
+    assert not missing, f"README's command table lacks: {missing}"

@@ -17,7 +17,7 @@ __all__ = ["import_app", "import_tensorboard_command", "import_wandb_command", "
 
 import_app = typer.Typer(
     name="import",
-    help="Bring existing runs into the store: TensorBoard event files, W&B offline runs and exports.",
+    help="Bring existing runs into the store: hand-written notebooks, TensorBoard event files, W&B runs and exports.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
