@@ -132,3 +132,18 @@ def test_explicit_empty_rules_turn_rule_alerts_off(rules, tmp_path, monkeypatch)
         for step in range(64):
             run.log({"stream_similarity": 0.9}, step=step)  # bad by the built-in mHC pack
     assert not [a for a in open_store().alerts(run.id) if a.kind == "rule"]
+
+
+def test_an_offline_runs_alerts_reach_the_store_with_its_points_on_sync():
+    from labfolio.drain import sync_journals
+    from labfolio.settings import resolve_store
+
+    with labfolio.init(mode="offline", experiment="live", variant="off") as run:
+        for step, value in enumerate(_exploding_grad_norms()):
+            run.log({"grad_norm": float(value)}, step=step)
+    assert open_store().list_runs() == []  # nothing is written while offline
+    location = resolve_store()
+    sync_journals(open_store(location, recover=False), location)
+    alerts = [a for a in open_store().alerts(run.id) if a.metric == "grad_norm"]
+    assert alerts and alerts[0].step == 300
+    assert open_store().get_run(run.id).point_count == 400

@@ -318,6 +318,12 @@ class Run:
             new_events = self._nonfinite_events(names, codes, steps, values)
         for event in new_events:
             self._raise_alert(event)
+        if self.mode == "offline" and new_events:
+            # Offline, nothing is written to the store now: the journal is the record, so the
+            # alerts go there too and `labfolio sync` brings them in with the points.
+            for event in new_events:
+                self._journal.append_event(event)
+            return []
         return new_events
 
     def _monitor_events(self, names, codes, steps, values) -> list[dict]:
