@@ -228,3 +228,27 @@ def test_plotly_is_served_from_the_installed_package(client):
     assert response.status_code == 200
     assert plotly_js_path().is_relative_to(__import__("pathlib").Path(plotly.__file__).parent)
     assert len(response.content) == plotly_js_path().stat().st_size
+
+
+def test_runs_table_shows_the_proposed_status_where_no_human_judged(client, seeded_store):
+    from labfolio.store import Batch
+
+    start_run(seeded_store, "nan_run", experiment="exp_d", state="finished")
+    seeded_store.write_batch(Batch(run_id="nan_run", events=[
+        {"type": "alert", "kind": "nan", "metric": "train/loss", "step": 3, "severity": "critical",
+         "message": "train/loss is nan at step 3", "value": float("nan")}]))
+    start_run(seeded_store, "judged_run", experiment="exp_d", state="finished")
+    seeded_store.write_batch(Batch(run_id="judged_run", events=[
+        {"type": "status", "status": "partially_invalid", "reason": "eval bug"}]))
+    rows = {r["run_id"]: r for r in client.get("/runs.json", params={"experiment": "exp_d"}).json()["runs"]}
+    assert rows["nan_run"]["status"] is None and rows["nan_run"]["proposed_status"] == "invalid"
+    assert "nan" in rows["nan_run"]["proposed_reason"].lower()
+    assert rows["judged_run"]["status"] == "partially_invalid" and rows["judged_run"]["proposed_status"] is None
+    html = client.get("/runs", params={"experiment": "exp_d"}, headers={"accept": "text/html"}).text
+    assert "invalid (proposed)" in html and "partially invalid" in html
+
+
+def test_runs_table_puts_result_metrics_before_training_bookkeeping(client):
+    columns = client.get("/runs.json", params={"experiment": "exp_a"}).json()["metric_columns"]
+    results = [c for c in columns if c.startswith(("test/", "val/"))]
+    assert results and columns[:len(results)] == results

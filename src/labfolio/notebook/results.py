@@ -31,6 +31,7 @@ __all__ = [
     "run_views",
     "propose_run_status",
     "as_analysis_alerts",
+    "is_result_metric",
     "status_label",
     "experiment_status",
     "experiment_results",
@@ -58,6 +59,11 @@ def values_as_written(run: RunRecord) -> dict[str, str]:
 
 def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_result_metric(key: str) -> bool:
+    """Whether `key` is an evaluation result (test/, val/ ...) rather than training bookkeeping."""
+    return key.lower().startswith(_PREFERRED_PREFIXES) and not _NOT_RESULTS.search(key)
 
 
 def key_metrics(runs: Sequence[RunRecord]) -> list[str]:

@@ -223,13 +223,17 @@ def query_runs(store, query: RunsQuery) -> dict:
             key_counts[key] = key_counts.get(key, 0) + 1
     metric_columns = [c[len("summary."):] for c in query.columns if c.startswith("summary.")]
     if not metric_columns:
-        # The metrics most runs on this page have, sort key first: the table a researcher wants.
-        metric_columns = sorted(key_counts, key=lambda k: (-key_counts[k], k))[:6]
+        # The metrics most runs on this page have, results (test/, val/ ...) before training
+        # bookkeeping such as lr or epoch, sort key first: the table a researcher wants.
+        from ..notebook.results import is_result_metric
+
+        metric_columns = sorted(key_counts, key=lambda k: (not is_result_metric(k), -key_counts[k], k))[:6]
         if name.startswith("summary.") and name[len("summary."):] not in metric_columns:
             metric_columns.insert(0, name[len("summary."):])
     config_columns = [c[len("config."):] for c in query.columns if c.startswith("config.")]
     if name.startswith("config.") and name[len("config."):] not in config_columns:
         config_columns.insert(0, name[len("config."):])
+    proposed = _proposed_statuses(store, rows)
     out_rows = []
     for row in rows:
         config = _loads(row.config, {})
@@ -237,7 +241,9 @@ def query_runs(store, query: RunsQuery) -> dict:
         out_rows.append({
             "run_id": row.run_id, "project": row.project, "experiment": row.experiment, "variant": row.variant,
             "seed": row.seed, "name": row.name, "state": row.state, "status": row.status,
-            "status_reason": row.status_reason, "tags": _loads(row.tags, []), "machine": row.machine or row.host,
+            "status_reason": row.status_reason, "proposed_status": proposed.get(row.run_id, (None, None))[0],
+            "proposed_reason": proposed.get(row.run_id, (None, None))[1],
+            "tags": _loads(row.tags, []), "machine": row.machine or row.host,
             "host": row.host, "created_at": row.created_at, "started_at": row.started_at, "ended_at": row.ended_at,
             "heartbeat_at": row.heartbeat_at, "last_step": row.last_step, "point_count": row.point_count,
             "evaluates": row.evaluates,
@@ -250,6 +256,22 @@ def query_runs(store, query: RunsQuery) -> dict:
             "query": {"experiment": query.experiment, "variant": query.variant, "state": query.state,
                       "status": query.status, "tag": query.tag, "q": query.q, "filters": list(query.filters),
                       "columns": list(query.columns)}}
+
+
+def _proposed_statuses(store, rows) -> dict[str, tuple[str, str | None]]:
+    """The status each run's alerts propose (as the notebook shows it), for runs no human judged."""
+    from ..analysis import propose_status
+    from ..notebook.results import as_analysis_alerts
+
+    unjudged = [row for row in rows if row.status is None]
+    if not unjudged:
+        return {}
+    alerts = store.alerts_for_runs([row.run_id for row in unjudged])
+    out = {}
+    for row in unjudged:
+        proposal = propose_status(row.state, as_analysis_alerts(alerts.get(row.run_id, [])))
+        out[row.run_id] = (proposal.status.value, proposal.reason)
+    return out
 
 
 def facets(store) -> dict:
