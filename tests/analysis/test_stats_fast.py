@@ -101,3 +101,23 @@ def test_bootstrap_ci_unchanged_from_plain_numpy():
         tail = (1 - 0.95) / 2 * 100  # as compare_samples computes it (2.500000000000002)
         expected = np.percentile(b[index_b].mean(axis=1) - a[index_a].mean(axis=1), [tail, 100 - tail])
         assert stats._bootstrap_delta_ci(a, b, 0.95, 10_000, 0) == (float(expected[0]), float(expected[1]))
+
+
+@pytest.mark.parametrize("size", [100, 101, 1000, 9999, 10_000, 12_345])
+def test_percentiles_match_numpy_percentile_exactly(size):
+    rng = np.random.default_rng(size)
+    for trial in range(40):
+        values = _samples(rng, size)
+        if trial % 4 == 0:
+            values = np.round(values, 1)  # ties
+        for confidence in (0.5, 0.8, 0.9, 0.95, 0.99, 0.999):
+            tail = (1 - confidence) / 2 * 100
+            expected = np.percentile(values, [tail, 100 - tail])
+            got = stats._percentiles(values.copy(), tail, 100 - tail)
+            assert got == (float(expected[0]), float(expected[1])), (size, confidence)
+    for edge in (0.0, 100.0, 50.0, 2.5):
+        values = rng.normal(size=size)
+        assert stats._percentiles(values.copy(), edge) == (float(np.percentile(values, [edge])[0]),)
+    values = rng.normal(size=size)
+    values[3] = np.nan
+    assert math.isnan(stats._percentiles(values.copy(), 2.5)[0])
