@@ -121,3 +121,60 @@ def test_percentiles_match_numpy_percentile_exactly(size):
     values = rng.normal(size=size)
     values[3] = np.nan
     assert math.isnan(stats._percentiles(values.copy(), 2.5)[0])
+
+
+@pytest.mark.parametrize("size", [*range(0, 41), 63, 64, 65, 127, 128, 129, 300])
+def test_numpy_sum_matches_numpy_exactly(size):
+    rng = np.random.default_rng(1000 + size)
+    for trial in range(30):
+        values = _samples(rng, size) if size else np.array([])
+        if trial % 6 == 0:
+            values = -np.abs(values) * 0.0  # signed zeros
+        got = stats._numpy_sum(values.tolist())
+        expected = float(np.sum(values))
+        assert got == expected and math.copysign(1, got) == math.copysign(1, expected)
+        if size >= 2:  # summarize's mean and std
+            summary = stats.summarize(values.tolist())
+            assert summary.mean == float(values.mean())
+            assert summary.std == float(values.std(ddof=1))
+
+
+def _lucky_runs_reference(summary, labels, *, direction=None, others=(), min_z=3.0, alpha=0.05):
+    """find_lucky_runs' arithmetic as first written, on numpy arrays: (run index, mean, noise, z)."""
+    values = np.asarray(summary.values, dtype=float)
+    other_groups = [np.asarray(group, dtype=float) for group in others if len(group) >= 2]
+    other_squares = sum(float(((g - g.mean()) ** 2).sum()) for g in other_groups)
+    other_df = sum(g.size - 1 for g in other_groups)
+    tested = values.size + sum(g.size for g in other_groups if g.size >= 3)
+    found = []
+    for i, value in enumerate(values):
+        siblings = np.delete(values, i)
+        k = siblings.size
+        mean = float(siblings.mean())
+        df = (k - 1) + other_df
+        noise = math.sqrt((float(((siblings - mean) ** 2).sum()) + other_squares) / df)
+        sigma = max(noise, stats._SIGMA_FLOOR * max(1.0, abs(mean)))
+        z = (float(value) - mean) / sigma
+        critical = stats._t_quantile(1 - alpha / (2 * tested), df) * math.sqrt(1 + 1 / k)
+        if abs(z) > max(min_z, critical):
+            found.append((i, mean, noise, z))
+    return found
+
+
+def test_lucky_runs_unchanged_from_numpy_arithmetic():
+    rng = np.random.default_rng(99)
+    flagged = 0
+    for _ in range(600):
+        size = int(rng.integers(3, 25))
+        values = _samples(rng, size)
+        if rng.random() < 0.7:
+            values[rng.integers(0, size)] += (np.std(values) + 1e-3) * rng.uniform(3, 30)
+        summary = stats.summarize(values.tolist(), "val/loss", [f"r{i}" for i in range(size)])
+        others = [_samples(rng, int(rng.integers(1, 12))).tolist() for _ in range(int(rng.integers(0, 3)))]
+        labels = [f"run r{i}" for i in range(summary.n)]
+        got = stats.find_lucky_runs(summary, labels, direction="lower", others=others, min_z=2.0)
+        expected = _lucky_runs_reference(summary, labels, direction="lower", others=others, min_z=2.0)
+        assert [(r.label, r.siblings_mean, r.noise, r.z) for r in got] == \
+            [(labels[i], mean, noise, z) for i, mean, noise, z in expected]
+        flagged += len(got)
+    assert flagged > 100
