@@ -14,8 +14,11 @@ Numbers compare by value (``100 == 100.0``), tuples equal lists, NaN equals NaN.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -29,6 +32,7 @@ __all__ = [
     "Change",
     "ConfigDiff",
     "flatten_config",
+    "configs_unchanging",
     "shared_config",
     "is_ignored",
     "diff_configs",
@@ -63,20 +67,66 @@ DEFAULT_IGNORE: tuple[str, ...] = (
 _MAX_VALUE_WIDTH = 60  # longer values are cut, so one changed list cannot swamp a diff line
 
 
+# Types that are never mappings: checked by identity first, since an isinstance() test against
+# the Mapping ABC costs more than the rest of flattening a leaf
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None), list, tuple})
+
+
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as one level of dotted keys; an empty mapping stays a leaf (``{}``)."""
     flat: dict[str, Any] = {}
+    _flatten_into(flat, config, prefix)
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], config: Mapping[str, Any], prefix: str) -> None:
     for key, value in config.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_config(value, path))
+        kind = type(value)
+        if (kind is dict or (kind not in _LEAF_TYPES and isinstance(value, Mapping))) and value:
+            _flatten_into(flat, value, path)
         else:
             flat[path] = value
-    return flat
+
+
+# While ``configs_unchanging()`` is active: id(config) -> (config, its flat form), and
+# tuple of ids -> (configs, their shared config). The configs are kept referenced so an id is
+# never reused for another object while its entry lives.
+_MEMO: ContextVar[dict | None] = ContextVar("labfolio_config_memo", default=None)
+
+
+@contextmanager
+def configs_unchanging():
+    """Within this block configs are promised not to change, so each one is flattened once and
+    each group's shared config computed once (a notebook asks for the same ones many times)."""
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _flat(config: Mapping[str, Any], memo: dict | None) -> dict[str, Any]:
+    """flatten_config(config), shared rather than copied: for callers that only read it."""
+    if memo is None:
+        return flatten_config(config)
+    entry = memo.get(id(config))
+    if entry is None or entry[0] is not config:
+        entry = memo[id(config)] = (config, flatten_config(config))
+    return entry[1]
 
 
 def is_ignored(key: str, ignore: Iterable[str] = DEFAULT_IGNORE) -> bool:
     """True when the dotted `key` or any of its parts matches one of the `ignore` globs."""
+    return _is_ignored(key, tuple(ignore))
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_ignored(key: str, ignore: tuple[str, ...]) -> bool:
+    # the same few hundred keys are asked about for every experiment
     lowered = key.lower()
     parts = [lowered, *lowered.split(".")]
     return any(fnmatchcase(part, pattern.lower()) for pattern in ignore for part in parts)
@@ -85,6 +135,14 @@ def is_ignored(key: str, ignore: Iterable[str] = DEFAULT_IGNORE) -> bool:
 def _same(a: Any, b: Any) -> bool:
     if a is b:
         return True
+    kind = type(a)
+    if kind is type(b):  # the common cases, decided as the general rules below would
+        if kind is str or kind is bool:
+            return a == b
+        if kind is float:
+            return a == b or (math.isnan(a) and math.isnan(b))
+        if kind is int:
+            return float(a) == float(b)
     if isinstance(a, _Marker) or isinstance(b, _Marker):
         return False
     a_num = isinstance(a, (int, float)) and not isinstance(a, bool)
@@ -214,15 +272,36 @@ def shared_config(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Flat config common to all `configs`: a key on which they disagree (or that some lack) is VARIES."""
     if not configs:
         return {}
-    flats = [flatten_config(config) for config in configs]
-    keys: dict[str, None] = {}
-    for flat in flats:
+    memo = _MEMO.get()
+    if memo is not None:
+        configs = tuple(configs)
+        key = tuple(map(id, configs))
+        entry = memo.get(key)
+        if entry is None or any(a is not b for a, b in zip(entry[0], configs)):
+            entry = memo[key] = (configs, _shared(configs, memo))
+        return dict(entry[1])
+    return _shared(configs, None)
+
+
+def _shared(configs: Sequence[Mapping[str, Any]], memo: dict | None) -> dict[str, Any]:
+    flats = [_flat(config, memo) for config in configs]
+    first_flat, rest = flats[0], flats[1:]
+    keys: dict[str, None] = dict.fromkeys(first_flat)
+    for flat in rest:
         keys.update(dict.fromkeys(flat))
     shared: dict[str, Any] = {}
     for key in keys:
-        first = flats[0].get(key, MISSING)
-        agree = first is not MISSING and all(_same(first, flat.get(key, MISSING)) for flat in flats[1:])
-        shared[key] = first if agree else VARIES
+        first = first_flat.get(key, MISSING)
+        if first is MISSING:
+            shared[key] = VARIES
+            continue
+        for flat in rest:
+            other = flat.get(key, MISSING)
+            if other is not first and not _same(first, other):
+                shared[key] = VARIES
+                break
+        else:
+            shared[key] = first
     return shared
 
 

@@ -122,6 +122,15 @@ def render_files(ctx: Context, reuse: Reuse | None = None) -> dict[str, Rendered
     """Every note of the vault: path -> content and the human fields it shows.
 
     With `reuse`, an experiment or variant note it vouches for is not rendered (content None)."""
+    from ..analysis.diff import configs_unchanging
+
+    # the snapshot's configs stay as read while the notes are rendered, and every note of an
+    # experiment asks for the same flattened and shared configs
+    with configs_unchanging():
+        return _render_files(ctx, reuse)
+
+
+def _render_files(ctx: Context, reuse: Reuse | None) -> dict[str, RenderedFile]:
     snapshot = ctx.snapshot
 
     def note(relpath: str, exp, render) -> tuple[str | None, str | None, str | None]:
