@@ -25,6 +25,8 @@ RUN_STATES = ("running", "finished", "crashed", "killed", "failed")
 STATUS_VALUES = ("valid", "partially_invalid", "invalid")
 # A crashed or failed run's summary is whatever it had reached when it died: not a result.
 DEFAULT_EXCLUDED_STATES = ("crashed", "failed")
+_STATE_SET = frozenset(RUN_STATES)
+_STATUS_SET = frozenset(STATUS_VALUES)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,16 @@ class RunView:
     proposed_reason: str | None = None  # the reason that came with proposed_status
 
     def __post_init__(self) -> None:
+        # A notebook builds tens of thousands of views from store records: the common, valid case
+        # is decided with identity checks first, the rules below being what it must satisfy.
+        if (type(self.run_id) is str and self.run_id and type(self.experiment) is str
+                and type(self.variant) is str and type(self.state) is str and self.state in _STATE_SET
+                and (self.status_override is None or (type(self.status_override) is str
+                                                      and self.status_override in _STATUS_SET))
+                and (self.proposed_status is None or (type(self.proposed_status) is str
+                                                      and self.proposed_status in _STATUS_SET))
+                and type(self.config) is dict and type(self.summary) is dict):
+            return
         if not isinstance(self.run_id, str) or not self.run_id:
             raise AnalysisInputError(f"RunView.run_id must be a non-empty string, got {self.run_id!r}")
         for name in ("experiment", "variant"):

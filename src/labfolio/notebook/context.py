@@ -73,14 +73,19 @@ class Context:
     def keep_results(self, exp: ExperimentInfo) -> None:
         """Mark `exp`'s cached results as in use even when no note needed them this time, so the
         results cache keeps them for the plots and for a vault rebuilt without fragments."""
+        key = self.fragment(exp, "results_key", lambda: self.results_key(exp)[0])
+        self.cache.get(key)
+
+    def results_key(self, exp: ExperimentInfo):
+        """``results_key`` of `exp`, computed once: both the results and keep_results need it."""
         from .results import results_key
 
-        key = self.fragment(exp, "results_key", lambda: results_key(exp, self.proposals)[0])
-        self.cache.get(key)
+        return self.memo(("results_key", exp.name), lambda: results_key(exp, self.proposals))
 
     def results(self, exp: ExperimentInfo) -> dict:
         if exp.name not in self._results:
-            self._results[exp.name] = experiment_results(exp, self.proposals, self.cache)
+            self._results[exp.name] = experiment_results(exp, self.proposals, self.cache,
+                                                         keyed=self.results_key(exp))
         return self._results[exp.name]
 
     # -- paths (relative to the vault root, without .md, as wikilinks want them) --

@@ -216,17 +216,19 @@ def find_tables(lines: Sequence[str]) -> list[Table]:
 def escape_cell(value: Any) -> str:
     """Text safe inside a table cell: bars escaped, line breaks as <br>."""
     text = "" if value is None else str(value)
+    if "|" not in text and "\n" not in text:  # most cells: nothing to escape
+        return text
     text = text.replace("\\|", "|").replace("|", "\\|")
     return "<br>".join(part.strip() for part in text.splitlines()) if "\n" in text else text
 
 
 def render_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     """A Markdown table as lines (cells escaped)."""
-    out = ["| " + " | ".join(escape_cell(h) for h in header) + " |",
-           "| " + " | ".join("---" for _ in header) + " |"]
+    out = ["| " + " | ".join([escape_cell(h) for h in header]) + " |",
+           "| " + " | ".join(["---" for _ in header]) + " |"]
     for row in rows:
         cells = list(row) + [""] * (len(header) - len(row))
-        out.append("| " + " | ".join(escape_cell(c) for c in cells) + " |")
+        out.append("| " + " | ".join([escape_cell(c) for c in cells]) + " |")
     return out
 
 

@@ -248,13 +248,15 @@ def results_key(exp: ExperimentInfo, proposals: Mapping[str, Any]) -> tuple[str,
 
 
 def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],
-                       cache: ResultsCache | None = None) -> dict:
+                       cache: ResultsCache | None = None, *, keyed: tuple | None = None) -> dict:
     """Results of one experiment as text: cells per variant and metric, verdicts, lucky runs.
 
     ``{"metrics", "baseline", "variants": {v: {"n", "cells": {metric: text}}}, "comparisons":
     [{"variant", "metric", "text", "verdict"}], "lucky": [...], "excluded": str, "notes": [...]}``
+
+    `keyed` is ``results_key(exp, proposals)`` when the caller already has it.
     """
-    key, metrics, baseline = results_key(exp, proposals)
+    key, metrics, baseline = keyed if keyed is not None else results_key(exp, proposals)
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:

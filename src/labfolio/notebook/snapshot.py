@@ -8,6 +8,7 @@ per-run calls of the store's public API.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -216,19 +217,36 @@ def read_snapshot(store, *, root: str | os.PathLike | None = None, base_url: str
 
 # -- small readers of a run's facts ------------------------------------------------------------
 
+# Types that are never mappings: checked by identity before the (slower) Mapping ABC test, since
+# the master log looks up a dozen config keys for each of thousands of runs
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None), list, tuple})
+
+
+def _is_mapping(node: Any) -> bool:
+    kind = type(node)
+    return kind is dict or (kind not in _LEAF_TYPES and isinstance(node, Mapping))
+
+
+@functools.lru_cache(maxsize=1024)
+def _dotted(name: str) -> tuple[str, ...]:
+    return tuple(name.split("."))
+
+
 def config_lookup(config: Mapping[str, Any], names: Iterable[str]) -> Any:
     """The first of `names` (dotted paths allowed) present in `config`, else None."""
     for name in names:
         node: Any = config
-        for part in name.split("."):
-            if isinstance(node, Mapping) and part in node:
+        for part in _dotted(name):
+            if _is_mapping(node) and part in node:
                 node = node[part]
             else:
                 node = None
                 break
-        if node is not None and not isinstance(node, Mapping):
+        if node is None:
+            continue
+        if not _is_mapping(node):
             return node
-        if isinstance(node, Mapping) and "name" in node and not isinstance(node["name"], Mapping):
+        if "name" in node and not _is_mapping(node["name"]):
             return node["name"]
     return None
 
