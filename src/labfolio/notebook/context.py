@@ -42,6 +42,16 @@ class Context:
 
         return self.memo(("variant_diffs", exp.name), lambda: variant_diffs(exp))
 
+    def followers(self, name: str) -> list[str]:
+        """Names of the experiments whose previous experiment is `name`, in snapshot order."""
+        def index() -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for exp in self.snapshot.experiments:
+                found.setdefault(exp.previous, []).append(exp.name)
+            return found
+
+        return list(self.memo(("followers",), index).get(name, []))
+
     def evaluations_of(self, exp: ExperimentInfo, variant: str) -> list[RunRecord]:
         """Evaluation-only runs of a variant: those of its runs' checkpoints and those filed under it."""
         if self._evals is None:

@@ -225,7 +225,7 @@ def _own_rules(exp: ExperimentInfo) -> Sequence:
 def _header_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     runs = [*exp.runs, *exp.eval_runs]
     status, reason = experiment_status(runs, ctx.proposals)
-    followers = [e.name for e in ctx.snapshot.experiments if e.previous == exp.name]
+    followers = ctx.followers(exp.name)
     lines = [f"Log: [[{EXPERIMENT_LOG[:-3]}]] · Previous: {ctx.experiment_link(exp.previous)}"
              + (f" · Next: {', '.join(ctx.experiment_link(n) for n in followers)}" if followers else "")]
     span = f"{format_date(exp.started_at)} → {format_date(exp.ended_at)}" if runs else "no runs yet"

@@ -275,14 +275,21 @@ def format_datetime(ts: float | None) -> str:
     """'2026-03-02_09-14-55' (UTC) as the chronological log writes it; '--' when unknown."""
     if ts is None:
         return "--"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    if 1000 <= moment.year <= 9999:  # what strftime writes, built without its per-call setup
+        return (f"{moment.year}-{moment.month:02d}-{moment.day:02d}_"
+                f"{moment.hour:02d}-{moment.minute:02d}-{moment.second:02d}")
+    return moment.strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def format_date(ts: float | None) -> str:
     """'2026-03-02' (UTC); '--' when unknown."""
     if ts is None:
         return "--"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    if 1000 <= moment.year <= 9999:  # as format_datetime
+        return f"{moment.year}-{moment.month:02d}-{moment.day:02d}"
+    return moment.strftime("%Y-%m-%d")
 
 
 _DATETIME_FORMATS = ("%Y-%m-%d_%H-%M-%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",

@@ -12,6 +12,7 @@ experiment whose runs did not change is never recomputed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -66,6 +67,14 @@ def is_result_metric(key: str) -> bool:
     return key.lower().startswith(_PREFERRED_PREFIXES) and not _NOT_RESULTS.search(key)
 
 
+@functools.lru_cache(maxsize=8192)  # a store has few distinct metric names and many runs
+def _metric_kind(key: str) -> bool | None:
+    """None for bookkeeping (lr, steps, timings), True for evaluation results, False otherwise."""
+    if _NOT_RESULTS.search(key):
+        return None
+    return key.lower().startswith(_PREFERRED_PREFIXES)
+
+
 def key_metrics(runs: Sequence[RunRecord]) -> list[str]:
     """The metrics a results table shows: what imported rows carried (in their order), then the
     evaluation metrics (test/, val/ ...), else the other logged metrics; never lr, steps, timings."""
@@ -80,9 +89,11 @@ def key_metrics(runs: Sequence[RunRecord]) -> list[str]:
         if is_imported(run):
             continue
         for key, entry in run.summary.items():
-            if not _numeric(entry.value) or _NOT_RESULTS.search(key):
+            if not _numeric(entry.value):
                 continue
-            (preferred if key.lower().startswith(_PREFERRED_PREFIXES) else others).setdefault(key, None)
+            kind = _metric_kind(key)
+            if kind is not None:
+                (preferred if kind else others).setdefault(key, None)
     tracked = sorted(preferred) or sorted(others)
     chosen = list(imported)[:_MAX_IMPORTED_METRICS]
     chosen += [key for key in tracked if key not in imported][:_MAX_KEY_METRICS]
