@@ -161,18 +161,20 @@ def experiment_status(runs: Sequence[RunRecord], proposals: Mapping[str, Any]) -
 
 # -- seed statistics ---------------------------------------------------------------------------
 
-def run_views(runs: Iterable[RunRecord], proposals: Mapping[str, Any], *, config: bool = False):
-    """Analysis ``RunView``s of `runs` (proposed statuses attached)."""
+def run_views(runs: Iterable[RunRecord], proposals: Mapping[str, Any], *, config: bool = False,
+              summary: bool = True):
+    """Analysis ``RunView``s of `runs` (proposed statuses attached); config diffs need no
+    summaries (``summary=False``)."""
     from ..analysis import RunView
 
     views = []
     for run in runs:
         proposal = proposals.get(run.run_id)
         proposed = proposal.status.value if proposal is not None and not proposal.overridden else None
-        summary = {key: entry.value for key, entry in run.summary.items()}
+        values = {key: entry.value for key, entry in run.summary.items()} if summary else {}
         views.append(RunView(
             run_id=run.run_id, experiment=run.experiment, variant=run.variant, seed=run.seed,
-            state=run.state, config=run.config if config else {}, summary=summary,
+            state=run.state, config=run.config if config else {}, summary=values,
             status_override=run.status, status_reason=run.status_reason, proposed_status=proposed,
             proposed_reason=proposal.reason if proposed else None))
     return views
@@ -345,7 +347,8 @@ def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None) -> tuple
     if not current_runs or not previous_runs:
         missing = exp.name if not current_runs else previous.name
         return [f"- no config recorded for the runs of {missing}, so no diff can be computed"], None
-    diff = diff_experiments(run_views(previous_runs, {}, config=True), run_views(current_runs, {}, config=True))
+    diff = diff_experiments(run_views(previous_runs, {}, config=True, summary=False),
+                            run_views(current_runs, {}, config=True, summary=False))
     lines = diff.render_lines() or ["- no config differences"]
     return lines, diff.confound_warning
 
@@ -358,7 +361,7 @@ def variant_diffs(exp: ExperimentInfo) -> dict[str, Any]:
     if not exp.baseline or not any(r.variant == exp.baseline for r in runs):
         return {}
     try:
-        return diff_variants(run_views(runs, {}, config=True), exp.baseline)
+        return diff_variants(run_views(runs, {}, config=True, summary=False), exp.baseline)
     except KeyError:
         return {}
 
@@ -368,4 +371,4 @@ def mislabelled_variants(exp: ExperimentInfo) -> dict[str, tuple[str, ...]]:
     from ..analysis import inconsistent_variant_keys
 
     runs = [r for r in exp.runs if r.config]
-    return inconsistent_variant_keys(run_views(runs, {}, config=True)) if runs else {}
+    return inconsistent_variant_keys(run_views(runs, {}, config=True, summary=False)) if runs else {}
