@@ -147,3 +147,16 @@ def test_an_offline_runs_alerts_reach_the_store_with_its_points_on_sync():
     alerts = [a for a in open_store().alerts(run.id) if a.metric == "grad_norm"]
     assert alerts and alerts[0].step == 300
     assert open_store().get_run(run.id).point_count == 400
+
+
+def test_a_broken_rules_file_warns_and_the_run_keeps_the_built_in_rules(tmp_path, monkeypatch):
+    project = tmp_path / "proj"
+    (project / ".labfolio").mkdir(parents=True)
+    (project / ".labfolio" / "rules.yaml").write_text("rules: [unclosed\n", encoding="utf-8")
+    monkeypatch.chdir(project)
+    with pytest.warns(RuntimeWarning, match="built-in rules"):
+        run = labfolio.init(dir=project / ".labfolio")
+    for step in range(64):
+        run.log({"stream_similarity": 0.9}, step=step)
+    run.finish()
+    assert any(a.kind == "rule" for a in open_store(project / ".labfolio").alerts(run.id))

@@ -157,7 +157,7 @@ def _live_monitor(config: dict, rules):
     if rules is None:
         try:
             rules = load_project_rules(find_project_root())
-        except RulesFileError as exc:
+        except (RulesFileError, OSError, ValueError) as exc:  # a broken rules file never stops a run
             warnings.warn(f"labfolio: {exc}; live checks use the built-in rules until it is fixed.",
                           RuntimeWarning)
             rules = builtin_rules()
