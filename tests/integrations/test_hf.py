@@ -160,6 +160,11 @@ transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, trai
                      callbacks=[callback]).train()
 with open(f"rank{os.environ['RANK']}.txt", "w") as fh:  # a file each: the ranks share one stdout
     fh.write(f"rank {os.environ['RANK']} of {args.world_size} run {callback.run and callback.run.id}")
+# A process group still alive at interpreter exit can abort in gloo's teardown ("terminate called
+# without an active exception"); a well-behaved DDP script tears it down, and so does this one.
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 '''
 
 
