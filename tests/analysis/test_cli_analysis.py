@@ -52,7 +52,8 @@ def test_compare_takes_metrics_and_another_baseline(study):
     assert code == 0, output
     lines = output.splitlines()
     assert lines[0] == "cmp_001 (baseline: mhc)"
-    assert lines[4].startswith("residual  0.9100 ± 0.0141 (n=2)") and lines[4].endswith("-0.0300        [-0.0500, -0.0100]  0.168  marginal")
+    assert lines[4].startswith("mhc       0.9400 ± 0.0141 (n=2)") and lines[4].endswith("baseline")  # baseline row first
+    assert lines[5].startswith("residual  0.9100 ± 0.0141 (n=2)") and lines[5].endswith("-0.0300        [-0.0500, -0.0100]  0.168  marginal")
 
 
 def test_compare_of_an_unknown_experiment_suggests_the_close_name(study):

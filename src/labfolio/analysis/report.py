@@ -93,7 +93,9 @@ def format_comparison_table(
         baseline = report.baselines.get(experiment)
         title = f"{experiment} (baseline: {baseline})" if baseline else f"{experiment} (no baseline)"
         blocks.append(title)
-        groups = [g for g in report.groups if g.experiment == experiment]
+        # the baseline row first, the others in the order they came: the table reads top-down
+        groups = sorted((g for g in report.groups if g.experiment == experiment),
+                        key=lambda g: g.variant != baseline)
         for metric in metrics:
             rows = []
             for group in groups:
