@@ -193,3 +193,17 @@ def test_bad_labfolio_rules_json_warns_and_keeps_the_project_rules(monkeypatch):
         assert _env_rules() == []
     monkeypatch.setenv("LABFOLIO_RULES", '[{"metric": "grad_norm", "bad": "> 50"}]')
     assert [(rule.metric, rule.bad) for rule in _env_rules()] == [("grad_norm", "> 50")]
+
+
+def test_demo_without_torch_says_which_extra_to_install(monkeypatch):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from labfolio.cli import app
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "torch" else real_find_spec(name, *a, **k))
+    result = CliRunner().invoke(app, ["demo"])
+    assert result.exit_code == 1 and "pip install 'labfolio[kit]'" in result.output
