@@ -178,12 +178,10 @@ def _env_rules() -> list:
         return []
     import json
 
-    from .analysis import RulesFileError, parse_rules_config, resolve_rules
+    from .analysis import RulesFileError, extra_rules
 
     try:
-        document = json.loads(text)
-        document = {"rules": document} if isinstance(document, list) else document
-        return resolve_rules([parse_rules_config(document, "$LABFOLIO_RULES")], default_packs=())
+        return extra_rules(json.loads(text), "$LABFOLIO_RULES")
     except (ValueError, RulesFileError) as exc:
         warnings.warn(f"labfolio: ignoring $LABFOLIO_RULES ({exc}); set it to JSON such as "
                       '[{"metric": "grad_norm", "bad": "> 50"}].', RuntimeWarning)
@@ -347,10 +345,7 @@ class Run:
 
     @staticmethod
     def _alert_event(alert) -> dict:
-        fields = alert.to_dict()
-        return {"type": "alert", "kind": fields["kind"], "metric": fields["metric"], "step": fields["step"],
-                "severity": fields["severity"], "value": fields["value"], "message": fields["message"],
-                "time": _now()}
+        return {"type": "alert", **alert.to_dict(), "time": _now()}
 
     def _nonfinite_events(self, names, codes, steps, values) -> list[dict]:
         """With live checks off, NaN and Inf are still flagged, once per key."""

@@ -364,14 +364,10 @@ def _command(value: Any, where: _Where) -> list[str]:
 
 
 def _rules(value: Any, where: _Where) -> list[Any]:
-    if not value:
-        return []
-    from .analysis import RulesFileError, parse_rules_config, resolve_rules
+    from .analysis import RulesFileError, extra_rules
 
-    document = value if isinstance(value, dict) else {"rules": value}
     try:
-        parsed = parse_rules_config(document, where("rules"))
-        return resolve_rules([parsed], default_packs=())
+        return extra_rules(value, where("rules"))
     except RulesFileError as exc:
         raise SpecError(str(exc)) from None
 

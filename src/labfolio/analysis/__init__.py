@@ -35,6 +35,7 @@ from labfolio.analysis.report import (
 )
 from labfolio.analysis.rulefiles import (
     MetricsTable,
+    extra_rules,
     format_metrics_table,
     load_project_rules,
     parse_metrics_table,
@@ -121,6 +122,7 @@ __all__ = [
     "load_project_rules",
     "parse_rules_config",
     "resolve_rules",
+    "extra_rules",
     "parse_metrics_table",
     "format_metrics_table",
     "MetricsTable",

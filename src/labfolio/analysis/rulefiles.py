@@ -49,6 +49,7 @@ __all__ = [
     "MetricsTable",
     "parse_rules_config",
     "resolve_rules",
+    "extra_rules",
     "load_project_rules",
     "parse_metrics_table",
     "format_metrics_table",
@@ -151,6 +152,15 @@ def resolve_rules(configs: Iterable[RulesConfig], default_packs: Iterable[str] =
             except (RangeSyntaxError, RulesFileError, TypeError) as error:
                 raise RulesFileError(f"{config.source}: rule {metric!r}: {error}") from error
     return list(rules.values())
+
+
+def extra_rules(document: Any, source: str) -> list[Rule]:
+    """Rules added on top of the project's (a spec's ``rules:``, ``$LABFOLIO_RULES``): a rules
+    document as in rules.yaml, or just its list of rule tables; no built-in pack is implied."""
+    if not document:
+        return []
+    document = document if isinstance(document, Mapping) else {"rules": document}
+    return resolve_rules([parse_rules_config(document, source)], default_packs=())
 
 
 def load_project_rules(root: str | Path = ".") -> list[Rule]:
