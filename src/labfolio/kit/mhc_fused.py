@@ -43,6 +43,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from labfolio.kit.stream_mixing import RecordedCoefficients, coefficient_dtype, weighted_slot_sum
+from labfolio.kit.sinkhorn import sinkhorn_compute_dtype
 
 if TYPE_CHECKING:
     from labfolio.kit.mhc import ManifoldHyperConnection
@@ -172,14 +173,7 @@ def sinkhorn_recompute(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) 
 
     Float32 (float64 for float64 input) whatever autocast says, like the reference.
     """
-    assert logits.dim() >= 2 and logits.shape[-1] == logits.shape[-2], (
-        f"sinkhorn needs square matrices in the last two dims, got shape {tuple(logits.shape)}"
-    )
-    if iters < 1:
-        raise ValueError(f"sinkhorn needs iters >= 1, got {iters}")
-    if not tau > 0:
-        raise ValueError(f"sinkhorn needs a positive temperature tau, got {tau}")
-    compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    compute_dtype = sinkhorn_compute_dtype(logits, iters, tau)
     with torch.autocast(device_type=logits.device.type, enabled=False):
         return _SinkhornRecompute.apply(logits.to(compute_dtype), iters, tau)
 

@@ -24,11 +24,24 @@ __all__ = [
     "FLOAT32_SMALLEST_NORMAL_LOG",
     "doubly_stochastic_errors",
     "sinkhorn",
+    "sinkhorn_compute_dtype",
 ]
 
 # exp(x) for x below this is subnormal or zero in float32; gradients through such entries are
 # (or are flushed to) exactly zero.
 FLOAT32_SMALLEST_NORMAL_LOG = math.log(torch.finfo(torch.float32).tiny)
+
+
+def sinkhorn_compute_dtype(logits: torch.Tensor, iters: int, tau: float) -> torch.dtype:
+    """Check Sinkhorn's arguments; the dtype it computes in (fp32, or fp64 for fp64 input)."""
+    assert logits.dim() >= 2 and logits.shape[-1] == logits.shape[-2], (
+        f"sinkhorn needs square matrices in the last two dims, got shape {tuple(logits.shape)}"
+    )
+    if iters < 1:
+        raise ValueError(f"sinkhorn needs iters >= 1, got {iters}")
+    if not tau > 0:
+        raise ValueError(f"sinkhorn needs a positive temperature tau, got {tau}")
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def sinkhorn(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) -> torch.Tensor:
@@ -38,14 +51,7 @@ def sinkhorn(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) -> torch.T
     row normalisation. Returns float32 (float64 for float64 input) whatever autocast says; callers
     cast the result where they use it.
     """
-    assert logits.dim() >= 2 and logits.shape[-1] == logits.shape[-2], (
-        f"sinkhorn needs square matrices in the last two dims, got shape {tuple(logits.shape)}"
-    )
-    if iters < 1:
-        raise ValueError(f"sinkhorn needs iters >= 1, got {iters}")
-    if not tau > 0:
-        raise ValueError(f"sinkhorn needs a positive temperature tau, got {tau}")
-    compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    compute_dtype = sinkhorn_compute_dtype(logits, iters, tau)
     with torch.autocast(device_type=logits.device.type, enabled=False):
         scaled = logits.to(compute_dtype) / tau
         # Sinkhorn's result is invariant to adding a constant to all logits, so subtracting the
