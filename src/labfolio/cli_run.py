@@ -35,6 +35,8 @@ def run_command(
                                        "(e.g. 0,1); 'none' for CPU only. Default: every visible GPU."),
     parallel: Optional[int] = typer.Option(None, "--parallel", "-j", min=1, help="Runs at once (default: one per "
                                            "GPU, else one per CPU core; never more than the cores on CPU)."),
+    runs_per_gpu: int = typer.Option(1, "--runs-per-gpu", min=1, help="Runs sharing each GPU at once (small "
+                                     "models leave a GPU mostly idle; measure before raising it)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the spec and print the plan (commands, "
                                  "configs, what is skipped) without starting anything."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun variants × seeds whose last run crashed "
@@ -66,7 +68,8 @@ def run_command(
 
         raise ConfigError(f"--executor {executor!r}: use local or ray")
     loaded = load_spec(spec)
-    options = RunOptions(gpus=_parse_gpus(gpus), parallel=parallel, dry_run=dry_run, retry_failed=retry_failed,
+    options = RunOptions(gpus=_parse_gpus(gpus), parallel=parallel, runs_per_gpu=runs_per_gpu, dry_run=dry_run,
+                         retry_failed=retry_failed,
                          rerun=rerun, smoke=smoke, executor=executor, store=store, notebook=not no_notebook,
                          notebook_dir=notebook, kill_after=kill_after)
     report = run_spec(loaded, options)

@@ -9,7 +9,7 @@ JSON file of the spec's values) and, for commands, ``--key=value`` flags. Progre
 and alerts on the display are read back from the store the children write to, so what the screen
 shows is what was recorded.
 
-- GPUs: one per run through ``CUDA_VISIBLE_DEVICES``; on CPU, ``parallel`` is bounded by the cores
+- GPUs: one per run through ``CUDA_VISIBLE_DEVICES`` (or ``runs_per_gpu`` runs sharing each); on CPU, ``parallel`` is bounded by the cores
   and each child gets an equal share of them as its thread count.
 - Resume: a run whose variant, seed and config match a finished run in the store is skipped; a
   killed one (interrupted) is run again; a crashed or failed one only with ``retry_failed``.
@@ -60,7 +60,8 @@ class RunOptions:
     """How ``run_spec`` runs a spec (the ``labfolio run`` flags)."""
 
     gpus: list[str] | None = None  # GPU ids to spread runs over (None: the visible ones; []: CPU only)
-    parallel: int | None = None  # concurrent runs (default: one per GPU, else one per core)
+    parallel: int | None = None  # concurrent runs (default: runs_per_gpu per GPU, else one per core)
+    runs_per_gpu: int = 1  # runs sharing one GPU at once (small models leave most of a GPU idle)
     dry_run: bool = False  # print the plan, start nothing
     retry_failed: bool = False  # rerun crashed and failed runs instead of skipping them
     rerun: bool = False  # rerun even finished runs
@@ -470,10 +471,16 @@ def _slots(options: RunOptions, n_runs: int, warnings: list[str]) -> tuple[list[
     """One slot per concurrent run (a GPU id, or None for CPU) and the CPU threads per child."""
     gpus = visible_gpus() if options.gpus is None else list(options.gpus)
     if gpus:
-        parallel = min(options.parallel or len(gpus), len(gpus))
-        if options.parallel and options.parallel > len(gpus):
-            warnings.append(f"--parallel {options.parallel} > {len(gpus)} GPU(s): running {len(gpus)} at once, one GPU each")
-        return list(gpus[:parallel]), None
+        # small models leave a GPU mostly idle between kernel launches: several runs may share one
+        per_gpu = max(1, options.runs_per_gpu)
+        capacity = len(gpus) * per_gpu
+        parallel = min(options.parallel or capacity, capacity)
+        if options.parallel and options.parallel > capacity:
+            warnings.append(f"--parallel {options.parallel} > {len(gpus)} GPU(s) × {per_gpu} run(s) each: "
+                            f"running {capacity} at once (raise --runs-per-gpu to share GPUs)")
+        # round-robin, so that 2 runs on 2 GPUs with --runs-per-gpu 2 still use both GPUs
+        slots = [gpus[i % len(gpus)] for i in range(capacity)]
+        return slots[:parallel], None
     cores = cpu_count()
     parallel = options.parallel or min(cores, max(1, n_runs))
     if parallel > cores:

@@ -98,6 +98,17 @@ def test_cpu_parallelism_is_bounded_by_the_cores_and_splits_threads():
     assert slots == ["3", "5"]
 
 
+def test_runs_per_gpu_shares_each_gpu_round_robin_and_caps_parallelism():
+    slots, threads = _slots(RunOptions(gpus=["0"], runs_per_gpu=4), 50, [])
+    assert slots == ["0", "0", "0", "0"] and threads is None
+    slots, _ = _slots(RunOptions(gpus=["0", "1"], runs_per_gpu=2, parallel=2), 50, [])
+    assert slots == ["0", "1"]  # two runs on two GPUs use both, not one GPU twice
+    warnings: list[str] = []
+    slots, _ = _slots(RunOptions(gpus=["0", "1"], runs_per_gpu=2, parallel=9), 50, warnings)
+    assert slots == ["0", "1", "0", "1"]
+    assert warnings and "--runs-per-gpu" in warnings[0]
+
+
 def test_cpu_children_get_a_share_of_the_cores_as_threads(write_spec, monkeypatch):
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)

@@ -50,6 +50,7 @@ from labfolio.kit.recipes import (
     RecipeResult,
     TrackingFields,
     autocast,
+    compile_for_training,
     connection_config,
     grad_norm_and_clip,
     make_optimizer,
@@ -116,6 +117,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
     compile: bool = False  # torch.compile the model on CUDA
+    compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
     threads: int = 0  # torch CPU threads (0 = torch's default)
 
     def __post_init__(self) -> None:
@@ -279,7 +281,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
-    step_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device)
     order_generator = torch.Generator().manual_seed(cfg.seed)
     augment_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
