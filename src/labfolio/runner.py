@@ -583,7 +583,8 @@ def _conclude(store, spec: Spec, options: RunOptions, report: RunReport, display
                    if isinstance(e.value, (int, float)) and not isinstance(e.value, bool)}
         views.append(RunView(run_id=record.run_id, experiment=record.experiment, variant=record.variant,
                              seed=record.seed, state=record.state, config=record.config, summary=summary,
-                             status_override=record.status, status_reason=record.status_reason))
+                             status_override=record.status, status_reason=record.status_reason,
+                             started_at=record.started_at))
     logged = {key for view in views for key in view.summary}
     metrics = [m for m in spec.headline_metrics if m in logged]
     if views and metrics:

@@ -73,6 +73,20 @@ def test_more_than_one_changed_key_is_a_named_confound():
     assert not diff_configs({"compile": False}, {"compile": True}).confounded
 
 
+def test_a_setting_recorded_twice_is_one_change_not_a_confound():
+    old = {"connection": "residual", "model": {"connection": {"connection": "residual"}, "depth": 6}}
+    new = {"connection": "mhc", "model": {"connection": {"connection": "mhc"}, "depth": 6}}
+    diff = diff_configs(old, new)
+    assert diff.keys == ("connection", "model.connection.connection")  # both still listed
+    assert not diff.confounded and diff.confound_warning is None
+    # a copy that moved differently, or a sibling key of the same name, is a second setting
+    new["model"]["connection"]["connection"] = "hc"
+    assert diff_configs(old, new).confounded
+    two = diff_configs({"encoder": {"dropout": 0.1}, "decoder": {"dropout": 0.1}},
+                       {"encoder": {"dropout": 0.2}, "decoder": {"dropout": 0.2}})
+    assert two.confounded and "encoder.dropout, decoder.dropout" in two.confound_warning
+
+
 def test_flatten_keeps_empty_tables_as_leaves():
     assert flatten_config({"a": {}, "b": {"c": {"d": 1}}}) == {"a": {}, "b.c.d": 1}
 

@@ -231,17 +231,40 @@ class ConfigDiff:
         return [f"{bullet}{change.render()}" for change in self.changes]
 
     @property
+    def settings(self) -> tuple[tuple[Change, ...], ...]:
+        """The changes grouped by setting: a key and the copies of it that changed the same way.
+
+        Configs often record one setting twice, as a flag and inside the config it built
+        (``connection`` and ``model.connection.connection``). A change to such a pair is one
+        change; the copy is the key that ends with ``.<the other key>`` and moved between the
+        same two values. ``encoder.dropout`` and ``decoder.dropout`` are two settings.
+        """
+        groups: list[list[Change]] = []
+        for change in sorted(self.changes, key=lambda c: c.key.count(".")):
+            for group in groups:
+                head = group[0]
+                if (change.key.endswith("." + head.key) and _same(change.old, head.old)
+                        and _same(change.new, head.new)):
+                    group.append(change)
+                    break
+            else:
+                groups.append([change])
+        order = {change.key: index for index, change in enumerate(self.changes)}
+        return tuple(tuple(group) for group in sorted(groups, key=lambda g: order[g[0].key]))
+
+    @property
     def confounded(self) -> bool:
-        """More than one key differs, so an effect cannot be pinned on one of them."""
-        return len(self.changes) > 1
+        """More than one setting differs, so an effect cannot be pinned on one of them."""
+        return len(self.settings) > 1
 
     @property
     def confound_warning(self) -> str | None:
         """A warning naming the keys when the diff is confounded, else None."""
         if not self.confounded:
             return None
+        keys = [group[0].key for group in self.settings]
         return (
-            f"confounded: {len(self.changes)} keys differ ({', '.join(self.keys)}); "
+            f"confounded: {len(keys)} keys differ ({', '.join(keys)}); "
             "a difference in results cannot be attributed to any one of them"
         )
 

@@ -19,12 +19,14 @@ __all__ = [
     "STATUS_VALUES",
     "DEFAULT_EXCLUDED_STATES",
     "exclusion_reason",
+    "superseded_runs",
 ]
 
 RUN_STATES = ("running", "finished", "crashed", "killed", "failed")
 STATUS_VALUES = ("valid", "partially_invalid", "invalid")
-# A crashed or failed run's summary is whatever it had reached when it died: not a result.
-DEFAULT_EXCLUDED_STATES = ("crashed", "failed")
+# A crashed, failed or killed run's summary is whatever it had reached when it stopped: not a
+# final result, and mixing such runs with finished ones is how comparisons go wrong.
+DEFAULT_EXCLUDED_STATES = ("crashed", "failed", "killed")
 _STATE_SET = frozenset(RUN_STATES)
 _STATUS_SET = frozenset(STATUS_VALUES)
 
@@ -49,6 +51,7 @@ class RunView:
     status_reason: str | None = None  # why the human set the override
     proposed_status: str | None = None  # status proposed from alerts (same values), if computed
     proposed_reason: str | None = None  # the reason that came with proposed_status
+    started_at: float | None = None  # start time (epoch seconds): the newest of same-seed runs counts
 
     def __post_init__(self) -> None:
         # A notebook builds tens of thousands of views from store records: the common, valid case
@@ -137,4 +140,31 @@ def exclusion_reason(
     if run.proposed_status == "invalid":
         return "proposed invalid" + (f": {run.proposed_reason}" if run.proposed_reason else "")
     return None
+
+
+def superseded_runs(runs: Iterable[RunView]) -> dict[str, str]:
+    """Run id -> reason, for every run that another run of the same variant and seed supersedes.
+
+    Two runs of one seed are not two samples (a rerun, a retry after a crash): counting both
+    would shrink the seed spread and inflate significance. The newest run counts (by
+    ``started_at``; the later one given when times are missing or equal). Runs without a seed
+    are all kept: nothing says they repeat each other.
+    """
+    runs = list(runs)
+    newest: dict[tuple[str, str, int], RunView] = {}
+    for run in runs:
+        if run.seed is None:
+            continue
+        key = (run.experiment, run.variant, run.seed)
+        held = newest.get(key)
+        if held is None or (run.started_at or 0.0) >= (held.started_at or 0.0):
+            newest[key] = run
+    reasons: dict[str, str] = {}
+    for run in runs:
+        if run.seed is None:
+            continue
+        winner = newest[(run.experiment, run.variant, run.seed)]
+        if winner is not run:
+            reasons[run.run_id] = f"seed {run.seed} again: run {winner.run_id} is newer and counts instead"
+    return reasons
 

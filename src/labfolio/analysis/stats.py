@@ -31,7 +31,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from labfolio.analysis.errors import AnalysisInputError
-from labfolio.analysis.runs import DEFAULT_EXCLUDED_STATES, RunView, exclusion_reason
+from labfolio.analysis.runs import DEFAULT_EXCLUDED_STATES, RunView, exclusion_reason, superseded_runs
 
 __all__ = [
     "Verdict",
@@ -666,8 +666,13 @@ def seed_statistics(
     runs = list(runs)
     kept: list[RunView] = []
     excluded: list[ExcludedRun] = []
+    reasons = {run.run_id: exclusion_reason(run, include_invalid=include_invalid, excluded_states=excluded_states)
+               for run in runs}
+    # one run per seed, chosen among the runs that count at all (a newer crashed retry must not
+    # push out the older finished run of that seed)
+    reasons.update(superseded_runs(run for run in runs if reasons[run.run_id] is None))
     for run in runs:
-        reason = exclusion_reason(run, include_invalid=include_invalid, excluded_states=excluded_states)
+        reason = reasons[run.run_id]
         if reason is None:
             kept.append(run)
         else:
