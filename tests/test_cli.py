@@ -129,3 +129,12 @@ def test_every_command_is_documented_in_the_readme():
     commands = get_command(app).commands
     missing = [name for name in commands if f"`labfolio {name}" not in readme]
     assert not missing, f"README's command table lacks: {missing}"
+
+
+def test_python_dash_m_labfolio_is_the_labfolio_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "labfolio", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "notes" in out.stdout and "run" in out.stdout

@@ -307,7 +307,10 @@ class LocalExecutor:
     def start(self, task: Task, config_path: Path) -> None:
         config_path.write_text(task.config_json)
         env = {**os.environ, **task.env, "LABFOLIO_CONFIG": str(config_path)}
-        log = open(task.log_path, "wb")
+        # appended, never truncated: a rerun of a killed or crashed run keeps the earlier output
+        log = open(task.log_path, "ab")
+        log.write(_attempt_header(task).encode())
+        log.flush()
         process = subprocess.Popen(task.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
         self.processes[id(task)] = (task, process, log)
@@ -356,6 +359,11 @@ def _log_dir(options: RunOptions, location, experiment: str) -> Path:
     return folder
 
 
+def _attempt_header(task: Task) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    return f"==== labfolio run: {task.planned.variant} seed {task.planned.seed}, started {started} ====\n"
+
+
 def _tail(path: Path | None, lines: int = 15) -> str:
     if path is None or not path.is_file():
         return ""
@@ -389,6 +397,19 @@ class _Monitor:
         self.store, self.spec, self.display = store, spec, display
         self.seen_alerts: dict[str, int] = {}
         self.key_metric = (spec.headline_metrics or [None])[0]
+        # runs that belong to no task of this plan: those the store held before it started, and
+        # those already matched, so a rerun seconds after the last one never takes over its run
+        self.claimed = {r.run_id for r in store.list_runs(experiment=spec.experiment, with_summary=False)}
+
+    def claim(self, task: Task, runs) -> None:
+        """Match `task` to its run: the newest of its variant and seed that started after its launch."""
+        for record in runs:
+            if (record.variant == task.planned.variant and record.seed == task.planned.seed
+                    and record.run_id not in self.claimed
+                    and (record.started_at or 0) >= (task.launched_at or 0) - 2.0):
+                task.run_id = record.run_id
+                self.claimed.add(record.run_id)
+                return
 
     def refresh(self, tasks: list[Task]) -> None:
         active = [t for t in tasks if t.state == "running" or (t.returncode is not None and t.run_id is None)]
@@ -397,12 +418,7 @@ class _Monitor:
         runs = self.store.list_runs(experiment=self.spec.experiment, limit=max(50, 4 * len(tasks)))
         for task in active:
             if task.run_id is None:
-                # the newest run of this variant and seed that started after the child was launched
-                for record in runs:
-                    if (record.variant == task.planned.variant and record.seed == task.planned.seed
-                            and (record.started_at or 0) >= (task.launched_at or 0) - 2.0):
-                        task.run_id = record.run_id
-                        break
+                self.claim(task, runs)
             record = next((r for r in runs if r.run_id == task.run_id), None)
             if record is None:
                 continue
@@ -435,10 +451,8 @@ def _finish_task(store, location, spec: Spec, task: Task, code: int, monitor: _M
     task.returncode, task.ended_at = code, time.time()
     record = None
     if task.run_id is None:
-        runs = store.list_runs(experiment=spec.experiment, variant=task.planned.variant)
-        record = next((r for r in runs if r.seed == task.planned.seed
-                       and (r.started_at or 0) >= (task.launched_at or 0) - 2.0), None)
-        task.run_id = record.run_id if record else None
+        monitor.claim(task, store.list_runs(experiment=spec.experiment, variant=task.planned.variant))
+        record = None
     if task.run_id is not None:
         from .drain import sync_journals
 

@@ -109,7 +109,8 @@ class RayExecutor:
                           "output": f"{type(exc).__name__}: {exc}"}
             self.results[id(task)] = result
             if task.log_path is not None:
-                task.log_path.write_text(result.get("output", ""))
+                with open(task.log_path, "a", encoding="utf-8") as log:  # reruns keep earlier output
+                    log.write(result.get("output", ""))
             done.append((task, int(result.get("returncode", 1))))
         return done
 

@@ -109,6 +109,17 @@ def test_runs_per_gpu_shares_each_gpu_round_robin_and_caps_parallelism():
     assert warnings and "--runs-per-gpu" in warnings[0]
 
 
+def test_a_rerun_appends_to_the_run_log_and_keeps_the_earlier_output(write_spec):
+    path = toy_spec(write_spec, variants="  a: {}\n")
+    first = run(path)
+    log_path = first.tasks[0].log_path
+    before = log_path.read_text()
+    second = run(path, rerun=True)
+    assert second.tasks[0].log_path == log_path and second.tasks[0].run_id != first.tasks[0].run_id
+    after = log_path.read_text()
+    assert after.startswith(before) and after.count("==== labfolio run: a seed 0, started") == 2
+
+
 def test_cpu_children_get_a_share_of_the_cores_as_threads(write_spec, monkeypatch):
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
