@@ -63,3 +63,59 @@ def test_config_lookup_cases():
     assert config_lookup(config, ("arch", "epochs")) is None  # {"name": None} answers None
     assert config_lookup(config, ("lst.x", "model.name.x", "missing")) is None
     assert config_lookup(_Mapping({"a": _Mapping({"b": 2})}), ("a.b",)) == 2
+
+
+def _master_log_context(tmp_path, build):
+    from labfolio.notebook.context import build_context
+    from labfolio.notebook.results import ResultsCache
+    from labfolio.notebook.snapshot import read_snapshot
+    from labfolio.store import open_store
+
+    store = open_store(tmp_path / "store", recover=False)
+    build(store)
+    return build_context(read_snapshot(store), ResultsCache(None))
+
+
+def test_master_cells_without_parsing_match_parsing(tmp_path):
+    from labfolio.notebook.master_log import render_master_log, run_table_cells
+    from labfolio.notebook.sync import master_table_cells
+    from labfolio.store import Batch
+
+    from .conftest import T0, add_run, build_study_store
+
+    def build(store):
+        build_study_store(store)
+        add_run(store, "odd_run", experiment="odd", variant="a", seed=0, config={"lr": 1}, start=T0 + 9000, acc=0.5)
+        store.write_batch(Batch(events=[
+            {"type": "note", "scope": "run", "owner": "odd_run", "field": "conclusion", "value": "  padded  "},
+            {"type": "status", "run_id": "odd_run", "status": "invalid", "reason": "eval on train"}]))
+
+    ctx = _master_log_context(tmp_path, build)
+    content = render_master_log(ctx)
+    fast = run_table_cells(ctx, content)
+    assert fast is not None and fast == master_table_cells(content)
+    assert fast[("odd_run", "conclusion")] == "padded"
+
+
+def test_master_cells_fall_back_when_a_cell_or_human_text_needs_parsing(tmp_path):
+    from labfolio.notebook.master_log import render_master_log, run_table_cells
+    from labfolio.store import Batch
+
+    from .conftest import build_study_store
+
+    def with_bar(store):
+        build_study_store(store)
+        run_id = store.list_runs()[0].run_id
+        store.write_batch(Batch(events=[{"type": "note", "scope": "run", "owner": run_id, "field": "conclusion",
+                                         "value": "a | b\nsecond line"}]))
+
+    ctx = _master_log_context(tmp_path / "bar", with_bar)
+    assert run_table_cells(ctx, render_master_log(ctx)) is None
+
+    def with_marker(store):
+        build_study_store(store)
+        store.write_batch(Batch(events=[{"type": "note", "scope": "project", "owner": "", "field": "decisions",
+                                         "value": "<!-- labfolio:begin training -->\n| Run ID | Status |"}]))
+
+    ctx = _master_log_context(tmp_path / "marker", with_marker)
+    assert run_table_cells(ctx, render_master_log(ctx)) is None

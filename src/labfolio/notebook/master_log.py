@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from .context import Context
 from .mdtext import clean_cell, format_date, format_number_text, match_heading, render_table
 from .results import key_metrics
-from .sections import Layout, Slot, render_note, with_human_frontmatter
+from .sections import FRONTMATTER_COMMENT, Layout, Slot, render_note, with_human_frontmatter
 from .snapshot import config_lookup, imported_cells, is_imported, run_git, run_speed
 from .variant_note import key_scores
 
@@ -33,6 +33,7 @@ __all__ = [
     "render_master_log",
     "column_key",
     "open_items",
+    "run_table_cells",
 ]
 
 LAYOUT = Layout((
@@ -216,6 +217,40 @@ def _row(ctx: Context, exp, run, columns: Sequence[str], cells: dict[str, str]) 
     else:
         metrics = key_metrics([run])
     return [cells.get(c) or _derived(ctx, run, c, metrics) for c in columns]
+
+
+def _plain(text: str) -> bool:
+    return "|" not in text and "\n" not in text
+
+
+def run_table_cells(ctx: Context, content: str) -> dict[tuple[str, str], str] | None:
+    """What ``sync.master_table_cells(content)`` reads from the master log `content` just rendered
+    from `ctx`, without parsing it again: (run id, 'status_cell' | 'conclusion') -> cell text.
+
+    None when a shortcut could differ from reading the file: a marker line in human text (it
+    would open or close a table block), imported rows with cells of their own (extra columns),
+    or a cell that escaping changes (a bar or a line break). The caller then parses `content`."""
+    snapshot = ctx.snapshot
+    blocks = len(("header", "training", "evals", "baselines", "open_items"))  # those render_master_log writes
+    for word in ("labfolio:begin", "labfolio:end"):
+        if content.count(word) != blocks + FRONTMATTER_COMMENT.count(word):
+            return None
+    cells: dict[tuple[str, str], str] = {}
+    for table in ([r for r in snapshot.runs if not r.is_evaluation], [r for r in snapshot.runs if r.is_evaluation]):
+        for run in table:
+            if is_imported(run) and imported_cells(run):
+                return None
+            id_cell = f"`{run.run_id}`"
+            status = _derived(ctx, run, "status", ())
+            conclusion = _derived(ctx, run, "conclusion", ())
+            if not (_plain(id_cell) and _plain(status) and _plain(conclusion)):
+                return None
+            # a row's cells as reading the table gives them back: stripped, the id without backticks
+            run_id = id_cell.strip().strip("`").strip()
+            if run_id:
+                cells[(run_id, "status_cell")] = status.strip()
+                cells[(run_id, "conclusion")] = conclusion.strip()
+    return cells
 
 
 def _baseline_lines(ctx: Context) -> list[str]:

@@ -28,7 +28,7 @@ from .experiment_log import ENTRY_LAYOUT, render_experiment_log
 from .experiment_note import LAYOUT as EXPERIMENT_LAYOUT
 from .experiment_note import render_experiment_note
 from .master_log import LAYOUT as MASTER_LAYOUT
-from .master_log import render_master_log
+from .master_log import render_master_log, run_table_cells
 from .mdtext import safe_name
 from .plots import draw_plot, plan_plots
 from .fingerprint import FRAGMENTS_FILE, FragmentCache
@@ -37,7 +37,7 @@ from .experiment_log import FRONTMATTER_NOTE_FIELD as LOG_FRONT_FIELD
 from .master_log import FRONTMATTER_NOTE_FIELD as MASTER_FRONT_FIELD
 from .sections import FRONTMATTER_FIELD, Layout, Slot, normalize_human, render_note
 from .snapshot import PROJECT_OWNER, read_snapshot
-from .state import STATE_DIR, VaultState, field_key, text_hash, write_if_changed
+from .state import STATE_DIR, VaultState, field_key, file_info, text_hash, write_if_changed
 from .variant_note import LAYOUT as VARIANT_LAYOUT
 from .variant_note import render_variant_note
 
@@ -111,11 +111,15 @@ def _front_field(scope: str, owner: str, name: str, notes: dict[str, str]) -> di
     return {field_key(scope, owner, name): normalize_human(notes.get(name))}
 
 
-def _master_cells(content: str) -> dict[str, str]:
-    """Status and Conclusion cells of the master log's run tables, keyed like note fields."""
-    from .sync import master_table_cells
+def _master_cells(ctx: Context, content: str) -> dict[str, str]:
+    """Status and Conclusion cells of the master log's run tables, keyed like note fields: taken
+    from the runs the log was just rendered from, else read back from its text."""
+    cells = run_table_cells(ctx, content)
+    if cells is None:
+        from .sync import master_table_cells
 
-    return {field_key("run", run_id, name): text for (run_id, name), text in master_table_cells(content).items()}
+        cells = master_table_cells(content)
+    return {field_key("run", run_id, name): text for (run_id, name), text in cells.items()}
 
 
 def render_files(ctx: Context, reuse: Reuse | None = None) -> dict[str, RenderedFile]:
@@ -143,7 +147,7 @@ def _render_files(ctx: Context, reuse: Reuse | None) -> dict[str, RenderedFile]:
     files: dict[str, RenderedFile] = {}
     master = render_master_log(ctx)
     fields = _human_fields("project", PROJECT_OWNER, MASTER_LAYOUT, snapshot.project_notes)
-    fields.update(_master_cells(master))
+    fields.update(_master_cells(ctx, master))
     fields.update(_front_field("project", PROJECT_OWNER, MASTER_FRONT_FIELD, snapshot.project_notes))
     files[MASTER_LOG] = RenderedFile(master, fields)
     log_fields = {field_key("project", PROJECT_OWNER, name): normalize_human(snapshot.project_notes.get(name))
@@ -249,6 +253,7 @@ def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool =
 
     files = render_files(ctx, reuse)
     new_files: dict[str, dict] = {}
+    folders: set[str] = set()  # made during this write, so each is made once
     for relpath, rendered in files.items():
         entry = {"sha": rendered.sha, "fields": {key: text_hash(value) for key, value in rendered.fields.items()}}
         if rendered.fingerprint is not None:
@@ -258,11 +263,13 @@ def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool =
             report.unchanged += 1
             continue
         path = vault / relpath
-        if path.exists() and not _is_managed(path, relpath, state):
+        info = file_info(path)
+        if info is not None and not _is_managed(path, relpath, state):
             report.backups.append(str(_backup(path).relative_to(vault)))
             report.warnings.append(f"{relpath} was not written by labfolio: moved to {report.backups[-1]} "
                                    "(bring its content into the store with `labfolio import notes`)")
-        if write_if_changed(path, rendered.content):
+            info = None
+        if write_if_changed(path, rendered.content, info=info, folders=folders):
             report.written.append(relpath)
         else:
             report.unchanged += 1

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["VaultState", "STATE_DIR", "text_hash", "field_key", "split_field_key", "write_if_changed"]
+__all__ = ["VaultState", "STATE_DIR", "text_hash", "field_key", "split_field_key", "write_if_changed", "file_info"]
 
 STATE_DIR = ".labfolio"
 _STATE_FILE = "state.json"
@@ -37,18 +38,52 @@ def split_field_key(key: str) -> tuple[str, str, str]:
     return scope, owner, name
 
 
-def write_if_changed(path: Path, data: bytes | str) -> bool:
-    """Write `data` to `path` atomically unless the file already holds exactly that."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+_UNKNOWN = object()  # write_if_changed's `info` when the caller has not looked at the file yet
+# os.open's flags for a new temporary file: binary on Windows, not inherited by child processes
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def file_info(path: str | os.PathLike) -> os.stat_result | None:
+    """The stat of `path` (following links), None when there is nothing there."""
     try:
-        if path.is_file() and path.stat().st_size == len(payload) and path.read_bytes() == payload:
-            return False
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(payload)
-    os.replace(temporary, path)
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def write_if_changed(path: str | os.PathLike, data: bytes | str, *, info: os.stat_result | None | object = _UNKNOWN,
+                     folders: set[str] | None = None) -> bool:
+    """Write `data` to `path` atomically unless the file already holds exactly that.
+
+    A vault is thousands of small files, so each costs as few system calls as it can: `info` is
+    the file's ``file_info`` when the caller already has it (one stat for both), the file is read
+    only when its size matches, `folders` remembers the folders already made during one write of
+    the vault, and the bytes go through a temporary file (os.open, write, close, rename)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    name = os.fspath(path)
+    if info is _UNKNOWN:
+        info = file_info(name)
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_size == len(payload):
+        try:
+            with open(name, "rb") as existing:
+                if existing.read() == payload:
+                    return False
+        except OSError:
+            pass
+    folder, base = os.path.split(name)
+    if folder and (folders is None or folder not in folders):
+        os.makedirs(folder, exist_ok=True)
+        if folders is not None:
+            folders.add(folder)
+    temporary = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
+    handle = os.open(temporary, _CREATE_FLAGS, 0o666)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(handle, view):]
+    finally:
+        os.close(handle)
+    os.replace(temporary, name)
     return True
 
 
@@ -115,6 +150,3 @@ def _dump(content: dict) -> str:
             lines.append(f"{json.dumps(key)}: {json.dumps(value, sort_keys=True, ensure_ascii=False)}{comma}")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-    def field_hash(self, relpath: str, key: str) -> str | None:
-        return (self.files.get(relpath) or {}).get("fields", {}).get(key)

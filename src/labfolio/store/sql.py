@@ -9,6 +9,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -76,13 +77,38 @@ def _loads(text: str | None, default):
         return default
 
 
+# The C scanner behind json.loads, called directly: a listing of 10,000 runs decodes ~40,000
+# small documents, and json.loads's Python layers (two whitespace regexes, three frames) cost
+# more than the parsing. Anything it does not take whole goes to _loads, so results are the same.
+_scan_json = json.JSONDecoder().scan_once
+
+
+def _loads_fast(text: str, default):
+    try:
+        value, end = _scan_json(text, 0)
+    except (StopIteration, ValueError):
+        return _loads(text, default)
+    return value if end == len(text) else _loads(text, default)
+
+
 def _loads_list(text: str | None) -> list:
     # Most runs have no tags and no config history: skip the decoder for the empty literal.
-    return [] if not text or text == "[]" else _loads(text, [])
+    return [] if not text or text == "[]" else _loads_fast(text, [])
 
 
 def _loads_dict(text: str | None) -> dict:
-    return {} if not text or text == "{}" else _loads(text, {})
+    return {} if not text or text == "{}" else _loads_fast(text, {})
+
+
+# RunRecord's fields that are columns of the same name, in the record's order (summary and
+# config_history follow them), so records are built positionally from a row.
+_RUN_COLUMNS = ("run_id", "project", "experiment", "variant", "seed", "name", "state", "status", "status_reason",
+                "tags", "notes", "evaluates", "config", "provenance", "host", "machine", "batch_size",
+                "tokens_per_step", "created_at", "started_at", "ended_at", "heartbeat_at", "exit_reason",
+                "first_step", "last_step", "first_time", "last_time", "point_count")
+assert _RUN_COLUMNS + ("summary", "config_history") == tuple(f.name for f in fields(RunRecord)), \
+    "RunRecord's fields changed: update _RUN_COLUMNS to match"
+_TAGS, _CONFIG, _PROVENANCE = (_RUN_COLUMNS.index(name) for name in ("tags", "config", "provenance"))
 
 
 def _dumps(value) -> str:
@@ -442,78 +468,86 @@ class SQLStore:
                   search: str | None = None, limit: int | None = None, offset: int = 0,
                   with_summary: bool = True) -> list[RunRecord]:
         """Runs, newest first, filtered by the given fields (all optional)."""
-        query = select(t.runs).order_by(t.runs.c.created_at.desc(), t.runs.c.pk.desc())
+        columns = t.runs.c
+        query = (select(columns.pk, *[columns[name] for name in _RUN_COLUMNS], columns.config_history)
+                 .order_by(columns.created_at.desc(), columns.pk.desc()))
         for column, value in (("experiment", experiment), ("variant", variant), ("state", state),
                               ("project", project)):
             if value is not None:
-                query = query.where(t.runs.c[column] == value)
+                query = query.where(columns[column] == value)
         if tag is not None:
-            query = query.where(t.runs.c.tags.like(f'%{json.dumps(tag)}%'))
+            query = query.where(columns.tags.like(f'%{json.dumps(tag)}%'))
         if search:
             like = f"%{search}%"
-            query = query.where(or_(t.runs.c.run_id.like(like), t.runs.c.name.like(like),
-                                    t.runs.c.experiment.like(like), t.runs.c.variant.like(like)))
+            query = query.where(or_(columns.run_id.like(like), columns.name.like(like),
+                                    columns.experiment.like(like), columns.variant.like(like)))
         if limit is not None:
             query = query.limit(limit).offset(offset)
+        everything = limit is None and not search and all(
+            value is None for value in (experiment, variant, state, tag, project))
         with self._read() as conn:
             rows = conn.execute(query).all()
-            summaries = self._summaries(conn, [r.pk for r in rows]) if with_summary else {}
-        names = rows[0]._fields if rows else ()
-        records = [self._record(r, summaries.get(r.pk, {}), names) for r in rows]
+            summaries = {}
+            if with_summary:
+                # every run's summaries in one query when every run is listed
+                summaries = self._summaries(conn, None if everything else [r[0] for r in rows])
+        records = [self._record(r, summaries.get(r[0], {})) for r in rows]
         if tag is not None:  # the LIKE above narrows; this makes it exact
             records = [r for r in records if tag in r.tags]
         return records
 
     def get_run(self, run_id: str) -> RunRecord:
+        columns = t.runs.c
+        query = select(columns.pk, *[columns[name] for name in _RUN_COLUMNS], columns.config_history)
         with self._read() as conn:
-            row = conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
+            row = conn.execute(query.where(columns.run_id == run_id)).first()
             if row is None:
-                matches = conn.execute(select(t.runs.c.run_id).where(
-                    t.runs.c.run_id.like(f"{run_id}%")).limit(3)).scalars().all()
+                matches = conn.execute(select(columns.run_id).where(
+                    columns.run_id.like(f"{run_id}%")).limit(3)).scalars().all()
                 if len(matches) == 1:
-                    row = conn.execute(select(t.runs).where(t.runs.c.run_id == matches[0])).first()
+                    row = conn.execute(query.where(columns.run_id == matches[0])).first()
                 else:
                     hint = f" (did you mean {', '.join(matches)}?)" if matches else \
                         " (list runs with `labfolio runs`)"
                     raise RunNotFoundError(f"no run {run_id!r} in {self.location.describe()}{hint}")
-            summaries = self._summaries(conn, [row.pk])
-        return self._record(row, summaries.get(row.pk, {}))
+            summaries = self._summaries(conn, [row[0]])
+        return self._record(row, summaries.get(row[0], {}))
 
-    def _summaries(self, conn: Connection, run_pks: list[int]) -> dict[int, dict[str, SummaryEntry]]:
+    def _summaries(self, conn: Connection, run_pks: list[int] | None) -> dict[int, dict[str, SummaryEntry]]:
+        """Summary entries per run pk, of the given runs (of every run when `run_pks` is None)."""
         out: dict[int, dict[str, SummaryEntry]] = {}
-        for chunk_start in range(0, len(run_pks), 500):
-            chunk = run_pks[chunk_start: chunk_start + 500]
-            cols = t.summaries.c
-            query = (select(cols.run_pk, t.metric_keys.c.key, cols.last, cols.last_step, cols.min, cols.max, cols.count,
-                            cols.nonfinite, cols.override)
-                     .join(t.metric_keys, t.metric_keys.c.id == cols.key_id)
-                     .where(cols.run_pk.in_(chunk)))
-            # Plain tuples, positionally: a listing of 10,000 runs reads ~40,000 of these rows, and
-            # named access plus keyword construction was most of its cost.
-            for run_pk, key, last, last_step, low, high, count, nonfinite, override in conn.execute(query):
+        cols = t.summaries.c
+        query = (select(cols.run_pk, t.metric_keys.c.key, cols.last, cols.last_step, cols.min, cols.max, cols.count,
+                        cols.nonfinite, cols.override)
+                 .join(t.metric_keys, t.metric_keys.c.id == cols.key_id))
+        if run_pks is None:
+            queries = [query]
+        else:
+            queries = [query.where(cols.run_pk.in_(run_pks[start: start + 500]))
+                       for start in range(0, len(run_pks), 500)]
+        for chunk_query in queries:
+            # Plain tuples, positionally and fetched all at once: a listing of 10,000 runs reads
+            # ~40,000 of these rows, and named access, keyword construction and a fetch per row
+            # were most of its cost.
+            for run_pk, key, last, last_step, low, high, count, nonfinite, override in conn.execute(chunk_query).all():
                 entries = out.get(run_pk)
                 if entries is None:
                     entries = out[run_pk] = {}
-                entries[key] = SummaryEntry(key, _nan_if_none(last, count), last_step, low, high, count,
-                                            nonfinite, _loads(override, None) if override else None)
+                if last is None and count:
+                    last = math.nan  # SQLite stores a logged NaN as NULL: a row with points but no last value
+                entries[key] = SummaryEntry(key, last, last_step, low, high, count, nonfinite,
+                                            _loads_fast(override, None) if override else None)
         return out
 
-    def _record(self, row, summary: dict[str, SummaryEntry], names: tuple[str, ...] | None = None) -> RunRecord:
-        # One dict per row: named attribute access on a Row costs ~1 µs a field, and a listing of
-        # 10,000 runs reads 30 fields of each (`names`: the rows' column names, looked up once).
-        r = dict(zip(names or row._fields, row))
-        return RunRecord(
-            run_id=r["run_id"], project=r["project"], experiment=r["experiment"], variant=r["variant"],
-            seed=r["seed"], name=r["name"], state=r["state"], status=r["status"],
-            status_reason=r["status_reason"], tags=_loads_list(r["tags"]), notes=r["notes"],
-            evaluates=r["evaluates"], config=_loads_dict(r["config"]),
-            provenance=_loads_dict(r["provenance"]), host=r["host"], machine=r["machine"],
-            batch_size=r["batch_size"], tokens_per_step=r["tokens_per_step"],
-            created_at=r["created_at"], started_at=r["started_at"], ended_at=r["ended_at"],
-            heartbeat_at=r["heartbeat_at"], exit_reason=r["exit_reason"], first_step=r["first_step"],
-            last_step=r["last_step"], first_time=r["first_time"], last_time=r["last_time"],
-            point_count=r["point_count"], summary=dict(sorted(summary.items())),
-            config_history=_loads_list(r["config_history"]))
+    @staticmethod
+    def _record(row, summary: dict[str, SummaryEntry]) -> RunRecord:
+        """A RunRecord from a row of (pk, *_RUN_COLUMNS, config_history): built positionally, since
+        a listing of 10,000 runs built each of its 30 fields by name at ~1 µs a field."""
+        values = list(row[1:-1])
+        values[_TAGS] = _loads_list(values[_TAGS])
+        values[_CONFIG] = _loads_dict(values[_CONFIG])
+        values[_PROVENANCE] = _loads_dict(values[_PROVENANCE])
+        return RunRecord(*values, dict(sorted(summary.items())), _loads_list(row[-1]))
 
     def run_journal_position(self, run_id: str) -> int | None:
         with self._read() as conn:
@@ -650,7 +684,3 @@ class SQLStore:
 
         return history_frame(self, run_id, keys, wide=wide, backend=backend)
 
-
-def _nan_if_none(value, count: int):
-    # SQLite stores a logged NaN as NULL; a summary row with points but no last value was a NaN.
-    return float("nan") if value is None and count else value
