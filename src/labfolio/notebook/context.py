@@ -37,10 +37,17 @@ class Context:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def config_views(self, exp: ExperimentInfo) -> list:
+        """``results.config_views`` of `exp`, built once: its diffs against the previous
+        experiment and the baseline, its mislabelling check and its follower's diff all take them."""
+        from .results import config_views
+
+        return self.memo(("config_views", exp.name), lambda: config_views(exp))
+
     def variant_diffs(self, exp: ExperimentInfo) -> dict:
         from .results import variant_diffs
 
-        return self.memo(("variant_diffs", exp.name), lambda: variant_diffs(exp))
+        return self.memo(("variant_diffs", exp.name), lambda: variant_diffs(exp, views=self.config_views))
 
     def followers(self, name: str) -> list[str]:
         """Names of the experiments whose previous experiment is `name`, in snapshot order."""

@@ -175,7 +175,7 @@ def _status_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
 def render_entry(ctx: Context, exp: ExperimentInfo) -> list[str]:
     """One entry's lines, from its start delimiter to its end delimiter."""
     previous = ctx.snapshot.by_name.get(exp.previous) if exp.previous else None
-    diff_lines, warning = previous_diff(exp, previous)
+    diff_lines, warning = previous_diff(exp, previous, views=ctx.config_views)
     diff_block = []
     if exp.previous:
         diff_block += [f"Previous: {ctx.experiment_link(exp.previous)}", ""]

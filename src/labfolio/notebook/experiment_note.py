@@ -97,7 +97,7 @@ def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
                 if values:
                     per_variant.append(f"{variant}: {' / '.join(values)}")
             lines.append(f"- `{key}` — {'; '.join(per_variant)}")
-    for variant, keys in sorted(mislabelled_variants(exp).items()):
+    for variant, keys in sorted(mislabelled_variants(exp, views=ctx.config_views).items()):
         lines += ["", f"> ⚠️ runs labelled `{variant}` disagree on {', '.join(keys)}: a run may be mislabelled"]
     return lines
 

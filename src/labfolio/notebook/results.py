@@ -13,7 +13,6 @@ experiment whose runs did not change is never recomputed.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import re
@@ -37,6 +36,7 @@ __all__ = [
     "experiment_status",
     "experiment_results",
     "results_key",
+    "config_views",
     "previous_diff",
     "variant_diffs",
     "mislabelled_variants",
@@ -83,17 +83,18 @@ def key_metrics(runs: Sequence[RunRecord]) -> list[str]:
         if is_imported(run):
             for key in (run.provenance or {}).get("metric_order") or run.summary:
                 imported.setdefault(str(key), None)
-    preferred: dict[str, None] = {}
-    others: dict[str, None] = {}
+    preferred: set[str] = set()
+    others: set[str] = set()
     for run in runs:
         if is_imported(run):
             continue
         for key, entry in run.summary.items():
-            if not _numeric(entry.value):
-                continue
             kind = _metric_kind(key)
-            if kind is not None:
-                (preferred if kind else others).setdefault(key, None)
+            if kind is None or key in preferred or key in others:  # bookkeeping, or already chosen
+                continue
+            value = entry.override if entry.override is not None else entry.last  # entry.value
+            if _numeric(value):
+                (preferred if kind else others).add(key)
     tracked = sorted(preferred) or sorted(others)
     chosen = list(imported)[:_MAX_IMPORTED_METRICS]
     chosen += [key for key in tracked if key not in imported][:_MAX_KEY_METRICS]
@@ -244,7 +245,7 @@ def _cell(values: list[tuple[Any, str | None]], summary) -> str:
 def results_key(exp: ExperimentInfo, proposals: Mapping[str, Any]) -> tuple[str, list[str], str | None]:
     """(cache key, metrics shown, baseline) of an experiment's results: the key hashes exactly what
     the results are computed from, and the code that computes them."""
-    from .fingerprint import code_fingerprint
+    from .fingerprint import _digest, code_fingerprint
 
     runs = exp.runs
     metrics = key_metrics(runs)
@@ -256,8 +257,7 @@ def results_key(exp: ExperimentInfo, proposals: Mapping[str, Any]) -> tuple[str,
                        proposal.status.value if proposal else None, proposal.reason if proposal else None,
                        [[m, _jsonable(run.summary[m].value) if m in run.summary else None] for m in metrics],
                        values_as_written(run) if is_imported(run) else None])
-    key = hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
-    return key, metrics, baseline
+    return _digest(inputs), metrics, baseline
 
 
 def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],
@@ -335,40 +335,46 @@ def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
 
 # -- config diffs ------------------------------------------------------------------------------
 
-def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None) -> tuple[list[str], str | None]:
+def config_views(exp: ExperimentInfo) -> list:
+    """``RunView``s of the experiment's runs that recorded a config, for config diffs (no
+    summaries, no statuses). The diff functions below take them through `views`, so a caller
+    rendering many notes builds them once per experiment (see ``Context.config_views``)."""
+    return run_views([r for r in exp.runs if r.config], {}, config=True, summary=False)
+
+
+def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None,
+                  views=config_views) -> tuple[list[str], str | None]:
     """Bullet lines of the config diff from the previous experiment, and the confound warning."""
     from ..analysis import diff_experiments
 
     if previous is None:
         return (["- no previous experiment recorded"] if not exp.previous
                 else [f"- previous experiment {exp.previous!r} is not in the store"]), None
-    current_runs = [r for r in exp.runs if r.config]
-    previous_runs = [r for r in previous.runs if r.config]
-    if not current_runs or not previous_runs:
-        missing = exp.name if not current_runs else previous.name
+    current_views, previous_views = views(exp), views(previous)
+    if not current_views or not previous_views:
+        missing = exp.name if not current_views else previous.name
         return [f"- no config recorded for the runs of {missing}, so no diff can be computed"], None
-    diff = diff_experiments(run_views(previous_runs, {}, config=True, summary=False),
-                            run_views(current_runs, {}, config=True, summary=False))
+    diff = diff_experiments(previous_views, current_views)
     lines = diff.render_lines() or ["- no config differences"]
     return lines, diff.confound_warning
 
 
-def variant_diffs(exp: ExperimentInfo) -> dict[str, Any]:
+def variant_diffs(exp: ExperimentInfo, views=config_views) -> dict[str, Any]:
     """Each variant's ``ConfigDiff`` against the baseline variant ({} without a usable baseline)."""
     from ..analysis import diff_variants
 
-    runs = [r for r in exp.runs if r.config]
-    if not exp.baseline or not any(r.variant == exp.baseline for r in runs):
+    found = views(exp)
+    if not exp.baseline or not any(view.variant == exp.baseline for view in found):
         return {}
     try:
-        return diff_variants(run_views(runs, {}, config=True, summary=False), exp.baseline)
+        return diff_variants(found, exp.baseline)
     except KeyError:
         return {}
 
 
-def mislabelled_variants(exp: ExperimentInfo) -> dict[str, tuple[str, ...]]:
+def mislabelled_variants(exp: ExperimentInfo, views=config_views) -> dict[str, tuple[str, ...]]:
     """Variants whose runs disagree on config keys other than seeds and paths."""
     from ..analysis import inconsistent_variant_keys
 
-    runs = [r for r in exp.runs if r.config]
-    return inconsistent_variant_keys(run_views(runs, {}, config=True, summary=False)) if runs else {}
+    found = views(exp)
+    return inconsistent_variant_keys(found) if found else {}
