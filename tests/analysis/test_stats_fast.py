@@ -58,6 +58,15 @@ def test_welch_p_value_matches_scipy_exactly():
     assert checked == 6000
 
 
+def test_welch_p_value_matches_scipy_on_large_samples():
+    # past numpy's 128-value pairwise block, where _numpy_sum hands the sum back to numpy
+    rng = np.random.default_rng(7)
+    for size_a, size_b in [(129, 2), (200, 300), (128, 129), (1000, 5)]:
+        for _ in range(20):
+            a, b = _samples(rng, size_a), _samples(rng, size_b)
+            assert stats._welch_p_value(a, b) == _scipy_welch(a, b)
+
+
 def test_welch_p_value_edge_cases():
     same = np.array([1.0, 1.0, 1.0])
     assert stats._welch_p_value(same, same.copy()) == 1.0

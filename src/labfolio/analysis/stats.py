@@ -296,16 +296,24 @@ class Comparison:
 
 
 def _welch_p_value(a: np.ndarray, b: np.ndarray) -> float:
-    if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
-        # Deterministic on both sides: any difference is real, none is none.
-        return 0.0 if a.mean() != b.mean() else 1.0
     # scipy.stats.ttest_ind(b, a, equal_var=False).pvalue, the same operations in the same order
     # without its ~1 ms of array-API dispatch and NaN-policy wrapping per call (a notebook makes
-    # thousands); tests/analysis/test_stats_fast.py holds it to scipy's result bit for bit
-    n1, n2 = b.size, a.size
-    m1, m2 = b.mean(), a.mean()
-    v1 = np.mean((b - m1) ** 2) * (np.float64(n1) / (n1 - 1))
-    v2 = np.mean((a - m2) ** 2) * (np.float64(n2) / (n2 - 1))
+    # thousands); tests/analysis/test_stats_fast.py holds it to scipy's result bit for bit. The
+    # means and squared deviations are summed on plain floats in numpy's order (_numpy_sum): on a
+    # handful of seeds each numpy call costs more than its arithmetic. From the variances on, the
+    # arithmetic stays on numpy scalars, whose overflow and 0/0 give inf and NaN as scipy's do.
+    values_b, values_a = b.tolist(), a.tolist()
+    n1, n2 = len(values_b), len(values_a)
+    assert n1 >= 2 and n2 >= 2, f"a Welch test needs 2 values on each side, got {n2} and {n1}"
+    m1, m2 = _numpy_sum(values_b) / n1, _numpy_sum(values_a) / n2  # b.mean(), a.mean()
+    squares_1 = _numpy_sum([(x - m1) * (x - m1) for x in values_b])  # ((b - m1) ** 2).sum()
+    squares_2 = _numpy_sum([(x - m2) * (x - m2) for x in values_a])
+    if squares_2 / (n2 - 1) == 0 and squares_1 / (n1 - 1) == 0:  # a.std(ddof=1) == 0 == b.std(ddof=1)
+        # Deterministic on both sides: any difference is real, none is none.
+        return 0.0 if m2 != m1 else 1.0
+    v1 = np.float64(squares_1 / n1) * (np.float64(n1) / (n1 - 1))  # np.mean((b - m1) ** 2) * ...
+    v2 = np.float64(squares_2 / n2) * (np.float64(n2) / (n2 - 1))
+    m1, m2 = np.float64(m1), np.float64(m2)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         vn1 = v1 / n1
         vn2 = v2 / n2
@@ -522,10 +530,15 @@ def find_lucky_runs(
     labels = list(labels) if labels is not None else [f"run {rid}" for rid in summary.run_ids]
     if len(labels) != values.size:
         labels = [f"value #{i}" for i in range(values.size)]
-    other_groups = [np.asarray(group, dtype=float) for group in others if len(group) >= 2]
-    other_squares = sum(float(((g - g.mean()) ** 2).sum()) for g in other_groups)
-    other_df = sum(g.size - 1 for g in other_groups)
-    tested = values.size + sum(g.size for g in other_groups if g.size >= 3)
+    other_groups = [[float(value) for value in group] for group in others if len(group) >= 2]
+    # float(((g - g.mean()) ** 2).sum()) for each group, on plain floats in numpy's order (see
+    # _numpy_sum): a handful of seeds per group, where numpy's per-call cost is all there is
+    other_squares = 0
+    for group in other_groups:
+        group_mean = _numpy_sum(group) / len(group)
+        other_squares += _numpy_sum([(value - group_mean) * (value - group_mean) for value in group])
+    other_df = sum(len(group) - 1 for group in other_groups)
+    tested = values.size + sum(len(group) for group in other_groups if len(group) >= 3)
     found = []
     plain = values.tolist()
     for i, value in enumerate(plain):
@@ -551,7 +564,7 @@ def find_lucky_runs(
             "unlucky": "an unlucky seed or a broken run; check it before averaging it in",
             "outlier": "an outlier; check it before averaging it in",
         }[side]
-        pooled = f"{k + sum(g.size for g in other_groups)} other runs"
+        pooled = f"{k + sum(len(group) for group in other_groups)} other runs"
         message = (
             f"{labels[i]}: {summary.metric} = {format_value(float(value))} is {abs(z):.1f}σ "
             f"{'above' if z > 0 else 'below'} the mean of its {k} siblings ({format_value(mean)}; seed "
