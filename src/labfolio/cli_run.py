@@ -28,6 +28,16 @@ def _parse_gpus(text: Optional[str]) -> Optional[list[str]]:
     return gpus
 
 
+def _parse_seeds(text: str) -> list[int]:
+    from .errors import ConfigError
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected integers like 0,1,2") from None
+
+
 def run_command(
     spec: Path = typer.Argument(..., help="Experiment spec (YAML): experiment, previous, recipe or command, "
                                 "base, variants, seeds."),
@@ -35,6 +45,11 @@ def run_command(
                                        "(e.g. 0,1); 'none' for CPU only. Default: every visible GPU."),
     parallel: Optional[int] = typer.Option(None, "--parallel", "-j", min=1, help="Runs at once (default: one per "
                                            "GPU, else one per CPU core; never more than the cores on CPU)."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE: set a base config key for "
+                                                 "this invocation (repeatable; variants keep their own values), "
+                                                 "e.g. --set epochs=40."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds to run instead of the "
+                                        "spec's, e.g. 0,1."),
     runs_per_gpu: int = typer.Option(1, "--runs-per-gpu", min=1, help="Runs sharing each GPU at once (small "
                                      "models leave a GPU mostly idle; measure before raising it)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the spec and print the plan (commands, "
@@ -68,6 +83,11 @@ def run_command(
 
         raise ConfigError(f"--executor {executor!r}: use local or ray")
     loaded = load_spec(spec)
+    if settings or seeds is not None:
+        from .spec import parse_setting, with_settings
+
+        loaded = with_settings(loaded, dict(parse_setting(text) for text in settings or ()),
+                               _parse_seeds(seeds) if seeds is not None else None)
     options = RunOptions(gpus=_parse_gpus(gpus), parallel=parallel, runs_per_gpu=runs_per_gpu, dry_run=dry_run,
                          retry_failed=retry_failed,
                          rerun=rerun, smoke=smoke, executor=executor, store=store, notebook=not no_notebook,

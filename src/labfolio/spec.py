@@ -47,6 +47,8 @@ __all__ = [
     "parse_spec",
     "previous_warnings",
     "recipe_config_class",
+    "parse_setting",
+    "with_settings",
 ]
 
 
@@ -370,6 +372,52 @@ def _rules(value: Any, where: _Where) -> list[Any]:
         return extra_rules(value, where("rules"))
     except RulesFileError as exc:
         raise SpecError(str(exc)) from None
+
+
+class _SettingsWhere(_Where):
+    """Error prefixes for values given on the command line rather than in the file."""
+
+    def __call__(self, *path: Any) -> str:
+        key = path[1] if len(path) > 1 and path[0] == "base" else _dotted(path)
+        return f"{self.source} --set {key}" if path else self.source
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``key=value`` from ``labfolio run --set``; the value is read as JSON, else YAML (40, 1e-3, cosine)."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(f"--set {text!r}: expected key=value, e.g. --set epochs=40")
+    try:
+        # JSON first: YAML 1.1 reads 3e-3 as a string; JSON reads numbers, true/false and lists
+        value = json.loads(raw)
+    except ValueError:
+        pass
+    else:
+        return key, value
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    return key, value
+
+
+def with_settings(spec: Spec, settings: Mapping[str, Any], seeds: list[int] | None = None) -> Spec:
+    """`spec` with base keys set from the command line (``--set epochs=40``) and other seeds.
+
+    The settings go into ``base``, so a variant that sets the same key keeps its value: the
+    variants are what the experiment compares. The result is validated like a spec file (keys,
+    types, no variant equal to another); each run records the config it actually ran with.
+    """
+    changed = dataclasses.replace(spec, base=_deep_merge(spec.base, settings))
+    if seeds is not None:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise SpecError(f"--seeds {seeds}: give distinct integers, e.g. --seeds 0,1")
+        changed.seeds = list(seeds)
+    _check_configs(changed, _SettingsWhere(str(spec.path or "spec"), {}))
+    return changed
 
 
 def _check_configs(spec: Spec, where: _Where) -> None:

@@ -133,3 +133,33 @@ def test_missing_previous_is_a_warning_that_points_at_its_spec(tmp_path):
     assert warning.startswith("previous experiment 'vit_digits_001' is not in the store")
     assert warning.endswith(f"run it first: labfolio run {tmp_path / 'vit_digits_001.yaml'}")
     assert previous_warnings(spec, {"vit_digits_001"}) == []
+
+
+def test_command_line_settings_change_base_keys_and_seeds_but_variants_keep_their_own():
+    from labfolio.spec import parse_setting, with_settings
+
+    spec = parse_spec(RECIPE_SPEC, source="s.yaml")
+    settings = dict(parse_setting(t) for t in ("epochs=4", "lr=3e-3", "streams=2", "schedule=cosine"))
+    assert settings == {"epochs": 4, "lr": 0.003, "streams": 2, "schedule": "cosine"}
+    changed = with_settings(spec, settings, seeds=[7])
+    planned = changed.plan()
+    assert [(p.variant, p.seed) for p in planned] == [("regular", 7), ("mhc", 7)]
+    assert {p.config["epochs"] for p in planned} == {4}
+    assert next(p for p in planned if p.variant == "mhc").config["streams"] == 4  # the variant's own value
+    assert spec.base["epochs"] == 30 and spec.seeds == [0, 1]  # the loaded spec is left as it was
+
+
+def test_bad_command_line_settings_are_refused_with_the_flag_and_a_suggestion():
+    from labfolio.spec import parse_setting, with_settings
+
+    spec = parse_spec(RECIPE_SPEC, source="s.yaml")
+    with pytest.raises(SpecError, match=r"--set epoch: .*did you mean 'epochs'"):
+        with_settings(spec, {"epoch": 4})
+    with pytest.raises(SpecError, match="epochs must be int"):
+        with_settings(spec, {"epochs": "four"})
+    with pytest.raises(SpecError, match="changes nothing"):
+        with_settings(spec, {"connection": "mhc", "streams": 4})
+    with pytest.raises(SpecError, match="expected key=value"):
+        parse_setting("epochs")
+    with pytest.raises(SpecError, match="distinct integers"):
+        with_settings(spec, {}, seeds=[1, 1])
