@@ -202,3 +202,24 @@ def test_a_missing_dataset_is_a_clean_cli_error_not_a_traceback(tmp_path, capsys
     assert code == 2 and err.startswith("error: no cifar10 data found") and "Traceback" not in err
     assert lm.main(["--mode=disabled"]) == 2
     assert "--text=PATH" in capsys.readouterr().err
+
+
+def test_compile_for_training_compiles_each_block_or_the_model_on_cuda_and_nothing_on_cpu():
+    from labfolio.kit.models.vit import ViT, ViTConfig
+    from labfolio.kit.recipes import compile_for_training
+
+    def fresh():
+        return ViT(ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, depth=2, width=16, heads=2))
+
+    model = fresh()
+    assert compile_for_training(model, True, "block", torch.device("cpu")) is model
+    assert all(block._compiled_call_impl is None for block in model.blocks)
+    assert compile_for_training(model, False, "block", torch.device("cuda")) is model
+    # compiling is lazy (nothing runs until the first call), so the CUDA wiring is checkable here
+    model = fresh()
+    assert compile_for_training(model, True, "block", torch.device("cuda")) is model
+    assert all(block._compiled_call_impl is not None for block in model.blocks)
+    whole = compile_for_training(fresh(), True, "model", torch.device("cuda"))
+    assert whole is not model and hasattr(whole, "_orig_mod")
+    with pytest.raises(labfolio.ConfigError, match="compile_unit"):
+        compile_for_training(fresh(), True, "layer", torch.device("cuda"))
