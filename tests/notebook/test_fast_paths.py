@@ -119,3 +119,24 @@ def test_master_cells_fall_back_when_a_cell_or_human_text_needs_parsing(tmp_path
 
     ctx = _master_log_context(tmp_path / "marker", with_marker)
     assert run_table_cells(ctx, render_master_log(ctx)) is None
+
+
+def test_render_table_matches_escaping_every_cell():
+    from enum import Enum
+
+    from labfolio.notebook.mdtext import render_table
+
+    class Named(str, Enum):
+        A = "a"
+
+    rng = random.Random(11)
+    pieces = ["x", "a|b", "a\\|b", "line\nbreak", "", " pad ", None, 3, 0.5, Named.A, "`id`", "|", "\\"]
+    for _ in range(3000):
+        width = rng.randint(0, 5)
+        header = [rng.choice(pieces) for _ in range(width)]
+        rows = [[rng.choice(pieces) for _ in range(rng.randint(0, width))] for _ in range(rng.randint(0, 3))]
+        expected = ["| " + " | ".join(escape_cell(h) for h in header) + " |",
+                    "| " + " | ".join("---" for _ in header) + " |"]
+        expected += ["| " + " | ".join(escape_cell(c) for c in list(row) + [""] * (width - len(row))) + " |"
+                     for row in rows]
+        assert render_table(header, rows) == expected

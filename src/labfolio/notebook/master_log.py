@@ -115,52 +115,65 @@ def _eff_rank(run) -> str:
     return "--"
 
 
+def _experiment_cell(ctx: Context, run) -> str:
+    exp = ctx.snapshot.by_name.get(run.experiment)
+    if exp is None:
+        return run.experiment or "--"
+    return f"[[{ctx.experiment_note(exp)}|{run.experiment}]] / {run.variant or '--'}"
+
+
+def _data_cell(run) -> str:
+    value = config_lookup(run.config, ("data", "dataset", "data.name", "dataset_name"))
+    return "--" if value is None else str(value)
+
+
+def _speed_cell(run) -> str:
+    speed = run_speed(run)
+    return "--" if speed is None else f"{speed:.4g}"
+
+
+def _status_cell(ctx: Context, run) -> str:
+    proposal = ctx.proposals[run.run_id]
+    return proposal.label if proposal.overridden else f"{proposal.label} (proposed)"
+
+
+def _eval_type_cell(run) -> str:
+    value = config_lookup(run.config, ("eval_type", "evaluation", "eval"))
+    return str(value) if value is not None else (run.name or run.variant or "--")
+
+
+def _tasks_cell(run, metrics: Sequence[str]) -> str:
+    value = config_lookup(run.config, ("tasks", "task", "benchmarks"))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value) if value is not None else (", ".join(metrics) or "--")
+
+
+# column key -> cell(ctx, run, key metrics): looked up once per cell of ~10,000 rows, where a chain
+# of comparisons cost more than most of the cells
+_CELLS = {
+    "date": lambda ctx, run, metrics: format_date(run.started_at),
+    "run_id": lambda ctx, run, metrics: f"`{run.run_id}`",
+    "experiment": lambda ctx, run, metrics: _experiment_cell(ctx, run),
+    "architecture": lambda ctx, run, metrics: _architecture(run),
+    "data": lambda ctx, run, metrics: _data_cell(run),
+    "machine": lambda ctx, run, metrics: run.machine or run.host or "--",
+    "epochs": lambda ctx, run, metrics: _epochs(run),
+    "key_scores": lambda ctx, run, metrics: key_scores(run, metrics),
+    "eff_rank": lambda ctx, run, metrics: _eff_rank(run),
+    "speed": lambda ctx, run, metrics: _speed_cell(run),
+    "link": lambda ctx, run, metrics: ctx.run_link(run),
+    "git": lambda ctx, run, metrics: run_git(run),
+    "status": lambda ctx, run, metrics: _status_cell(ctx, run),
+    "conclusion": lambda ctx, run, metrics: ctx.snapshot.run_notes.get(run.run_id, {}).get("conclusion", "") or "",
+    "eval_type": lambda ctx, run, metrics: _eval_type_cell(run),
+    "source": lambda ctx, run, metrics: ctx.run_ref(run.evaluates),
+    "tasks": lambda ctx, run, metrics: _tasks_cell(run, metrics),
+}
+
+
 def _derived(ctx: Context, run, key: str, metrics: Sequence[str]) -> str:
-    if key == "date":
-        return format_date(run.started_at)
-    if key == "run_id":
-        return f"`{run.run_id}`"
-    if key == "experiment":
-        exp = ctx.snapshot.by_name.get(run.experiment)
-        if exp is None:
-            return run.experiment or "--"
-        return f"[[{ctx.experiment_note(exp)}|{run.experiment}]] / {run.variant or '--'}"
-    if key == "architecture":
-        return _architecture(run)
-    if key == "data":
-        value = config_lookup(run.config, ("data", "dataset", "data.name", "dataset_name"))
-        return "--" if value is None else str(value)
-    if key == "machine":
-        return run.machine or run.host or "--"
-    if key == "epochs":
-        return _epochs(run)
-    if key == "key_scores":
-        return key_scores(run, metrics)
-    if key == "eff_rank":
-        return _eff_rank(run)
-    if key == "speed":
-        speed = run_speed(run)
-        return "--" if speed is None else f"{speed:.4g}"
-    if key == "link":
-        return ctx.run_link(run)
-    if key == "git":
-        return run_git(run)
-    if key == "status":
-        proposal = ctx.proposals[run.run_id]
-        return proposal.label if proposal.overridden else f"{proposal.label} (proposed)"
-    if key == "conclusion":
-        return ctx.snapshot.run_notes.get(run.run_id, {}).get("conclusion", "") or ""
-    if key == "eval_type":
-        value = config_lookup(run.config, ("eval_type", "evaluation", "eval"))
-        return str(value) if value is not None else (run.name or run.variant or "--")
-    if key == "source":
-        return ctx.run_ref(run.evaluates)
-    if key == "tasks":
-        value = config_lookup(run.config, ("tasks", "task", "benchmarks"))
-        if isinstance(value, (list, tuple)):
-            return ", ".join(str(v) for v in value)
-        return str(value) if value is not None else (", ".join(metrics) or "--")
-    raise KeyError(key)
+    return _CELLS[key](ctx, run, metrics)
 
 
 # Cells an importer stores on the run itself: they are written back from the store.
@@ -216,7 +229,9 @@ def _row(ctx: Context, exp, run, columns: Sequence[str], cells: dict[str, str]) 
         metrics = ctx.results(exp)["metrics"]
     else:
         metrics = key_metrics([run])
-    return [cells.get(c) or _derived(ctx, run, c, metrics) for c in columns]
+    if not cells:  # every run that was not imported
+        return [_CELLS[c](ctx, run, metrics) for c in columns]
+    return [cells.get(c) or _CELLS[c](ctx, run, metrics) for c in columns]
 
 
 def _plain(text: str) -> bool:

@@ -8,6 +8,7 @@ Everything that writes is deterministic: the same input always gives the same by
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
@@ -88,7 +89,11 @@ def _yaml_scalar(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else json.dumps(str(value))
-    text = str(value)
+    return _yaml_text(str(value))
+
+
+@functools.lru_cache(maxsize=4096)  # names, statuses and dates repeat across thousands of notes
+def _yaml_text(text: str) -> str:
     if re.fullmatch(r"[A-Za-z_][\w./+-]*", text) and text.lower() not in (
             "null", "true", "false", "yes", "no", "on", "off", "y", "n", "~"):
         return text
@@ -222,13 +227,23 @@ def escape_cell(value: Any) -> str:
     return "<br>".join(part.strip() for part in text.splitlines()) if "\n" in text else text
 
 
+def _table_line(cells: Sequence[Any]) -> str:
+    # A line of plain strings with no bar but the separators and no line break needs no escaping,
+    # which is nearly every row of a generated table; escape_cell cell by cell is the slow path
+    # (it also writes what is not a str, str subclasses included, as str() does).
+    if all(type(cell) is str for cell in cells):
+        line = " | ".join(cells)
+        if "\n" not in line and line.count("|") == len(cells) - 1:
+            return f"| {line} |"
+    return "| " + " | ".join([escape_cell(c) for c in cells]) + " |"
+
+
 def render_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     """A Markdown table as lines (cells escaped)."""
-    out = ["| " + " | ".join([escape_cell(h) for h in header]) + " |",
-           "| " + " | ".join(["---" for _ in header]) + " |"]
+    out = [_table_line(header), "| " + " | ".join(["---" for _ in header]) + " |"]
     for row in rows:
         cells = list(row) + [""] * (len(header) - len(row))
-        out.append("| " + " | ".join([escape_cell(c) for c in cells]) + " |")
+        out.append(_table_line(cells))
     return out
 
 

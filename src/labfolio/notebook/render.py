@@ -16,9 +16,11 @@ store gives byte-identical files, and no file is written at all.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,11 +217,32 @@ def _load_rules(root: Path | None):
     return load_project_rules(root or Path("."))
 
 
+@contextmanager
+def _collector_paused():
+    """The cyclic garbage collector off while a vault is written: the snapshot, the results and
+    the rendered notes are hundreds of thousands of live objects without cycles, and every full
+    collection walks all of them again to free nothing (~0.5 s of a 10,000-run cold write)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool = True, plots: bool = True,
                 base_url: str | None = None, root: str | os.PathLike | None = None) -> VaultReport:
     """Write or refresh the Obsidian vault for `store` in `out_dir` (default ``notebook/`` at the
     project root). Human edits are read back into the store first (``sync=False`` skips that)."""
     started = time.perf_counter()
+    with _collector_paused():
+        report = _write_vault(store, out_dir, sync=sync, plots=plots, base_url=base_url, root=root)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | None, root) -> VaultReport:
     project_root = find_project_root(root)
     vault = Path(out_dir) if out_dir is not None else default_vault_dir(project_root)
     vault.mkdir(parents=True, exist_ok=True)
@@ -315,5 +338,4 @@ def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool =
     state.save(vault)
     cache.save()
     ctx.fragments.save()
-    report.seconds = time.perf_counter() - started
     return report

@@ -54,7 +54,9 @@ _MARKER = re.compile(r"^\s*<!--\s*labfolio:(begin|end)\s+([\w.:-]+)\s*-->\s*$")
 
 def normalize_human(value: str | None) -> str:
     """Human text as reading a note gives it back: no blank lines at either end."""
-    return "\n".join(strip_blank_edges((value or "").split("\n")))
+    if not value:  # most sections have no human text: every note asks for each of them
+        return ""
+    return "\n".join(strip_blank_edges(value.split("\n")))
 
 
 _DATAVIEW = re.compile(r"^\s*(?:[-*+]\s+)?\**([A-Za-z][\w -]{0,60}?)\**::\s*(.*?)\s*$")

@@ -237,10 +237,13 @@ def config_lookup(config: Mapping[str, Any], names: Iterable[str]) -> Any:
     for name in names:
         node: Any = config
         for part in _dotted(name):
-            if _is_mapping(node) and part in node:
+            if type(node) is dict:  # the common case: a missing key and a None value both end the path
+                node = node.get(part)
+            elif _is_mapping(node) and part in node:
                 node = node[part]
             else:
                 node = None
+            if node is None:
                 break
         if node is None:
             continue
