@@ -235,14 +235,13 @@ def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool =
                 base_url: str | None = None, root: str | os.PathLike | None = None) -> VaultReport:
     """Write or refresh the Obsidian vault for `store` in `out_dir` (default ``notebook/`` at the
     project root). Human edits are read back into the store first (``sync=False`` skips that)."""
-    started = time.perf_counter()
     with _collector_paused():
-        report = _write_vault(store, out_dir, sync=sync, plots=plots, base_url=base_url, root=root)
-    report.seconds = time.perf_counter() - started
-    return report
+        return _write_vault(store, out_dir, sync=sync, plots=plots, base_url=base_url, root=root,
+                            started=time.perf_counter())
 
 
-def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | None, root) -> VaultReport:
+def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | None, root,
+                 started: float) -> VaultReport:
     project_root = find_project_root(root)
     vault = Path(out_dir) if out_dir is not None else default_vault_dir(project_root)
     vault.mkdir(parents=True, exist_ok=True)
@@ -338,4 +337,5 @@ def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | Non
     state.save(vault)
     cache.save()
     ctx.fragments.save()
+    report.seconds = time.perf_counter() - started
     return report

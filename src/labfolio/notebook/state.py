@@ -24,7 +24,12 @@ _VERSION = 1
 
 
 def text_hash(text: str) -> str:
+    if not text:  # most human fields are empty: tens of thousands of them per vault
+        return _EMPTY_HASH
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+_EMPTY_HASH = hashlib.sha1(b"").hexdigest()
 
 
 def field_key(scope: str, owner: str, name: str) -> str:
