@@ -140,3 +140,19 @@ def test_render_table_matches_escaping_every_cell():
         expected += ["| " + " | ".join(escape_cell(c) for c in list(row) + [""] * (width - len(row))) + " |"
                      for row in rows]
         assert render_table(header, rows) == expected
+
+
+def test_json_text_matches_json_dumps():
+    import json
+    import math
+
+    from labfolio.notebook.experiment_note import json_text
+
+    class Odd:
+        def __str__(self):
+            return "odd"
+
+    values = [0, -7, 10**30, 0.1, -0.0, 1e300, 5e-324, math.inf, -math.inf, math.nan, True, False, None, "a\"b",
+              "ünï", [1, 2.5, None], {"k": [True]}, (1, 2), Odd()]
+    for value in values:
+        assert json_text(value) == json.dumps(value, default=str), value

@@ -710,7 +710,7 @@ def seed_statistics(
         for variant, members in variants.items():
             per_metric = {}
             for metric in metric_names:
-                present = [(r, r.metric(metric)) for r in members if r.metric(metric) is not None]
+                present = [(r, value) for r in members if (value := r.metric(metric)) is not None]
                 per_metric[metric] = summarize(
                     [v for _, v in present], metric, [r.run_id for r, _ in present], confidence
                 )

@@ -65,12 +65,25 @@ def experiment_frontmatter(ctx: Context, exp: ExperimentInfo) -> dict:
     return {k: v for k, v in front.items() if v is not None}
 
 
+def json_text(value: Any) -> str:
+    """``json.dumps(value, default=str)``; numbers, booleans and None, most config values, written
+    as json writes them (int and float repr) without a trip through the encoder."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if value is None or kind is bool:
+        return "null" if value is None else ("true" if value else "false")
+    return json.dumps(value, default=str)
+
+
 def config_block(flat: Mapping[str, Any]) -> list[str]:
     """A fenced YAML-ish block of flat `key: value` lines (values as JSON, so nothing is hidden)."""
     lines = ["```yaml"]
     for key, value in flat.items():
         text = value if isinstance(value, str) and value and value.strip() == value and "\n" not in value \
-            and not value[0] in "[{\"'&*!|>%@`#" and ": " not in value else json.dumps(value, default=str)
+            and not value[0] in "[{\"'&*!|>%@`#" and ": " not in value else json_text(value)
         lines.append(f"{key}: {text}")
     lines.append("```")
     return lines
@@ -92,7 +105,7 @@ def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
         for key in varying:
             per_variant = []
             for variant in exp.variants:
-                values = list(dict.fromkeys(json.dumps(flatten_config(r.config).get(key), default=str)
+                values = list(dict.fromkeys(json_text(flatten_config(r.config).get(key))
                                             for r in runs if r.variant == variant))
                 if values:
                     per_variant.append(f"{variant}: {' / '.join(values)}")

@@ -7,11 +7,10 @@ every run (with links, provenance and status) and evaluation. Anything else is t
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .context import Context
-from .experiment_note import config_block
+from .experiment_note import config_block, json_text
 from .mdtext import format_date, format_datetime, format_number_text, render_table
 from .results import key_metrics, status_label, values_as_written
 from .sections import FRONTMATTER_FIELD, Layout, Slot, render_note, with_human_frontmatter
@@ -83,7 +82,7 @@ def _config_lines(exp: ExperimentInfo, variant: str) -> list[str]:
     if varying:
         lines += ["", "Differs between its runs:", ""]
         for key in varying:
-            values = "; ".join(f"`{r.run_id}`: {json.dumps(flatten_config(r.config).get(key), default=str)}"
+            values = "; ".join(f"`{r.run_id}`: {json_text(flatten_config(r.config).get(key))}"
                                for r in runs)
             lines.append(f"- `{key}` — {values}")
     return lines
