@@ -598,6 +598,11 @@ class SQLStore:
     # Bulk reads: a notebook over 10,000 runs must not pay one query per run.
     def _pks_for(self, conn: Connection, run_ids: list[str]) -> dict[int, str]:
         found: dict[int, str] = {}
+        if len(run_ids) > 500:
+            # a notebook asks for every run: one scan of the pairs beats a query per 500 ids
+            wanted = set(run_ids)
+            return {pk: run_id for pk, run_id in conn.execute(select(t.runs.c.pk, t.runs.c.run_id)).all()
+                    if run_id in wanted}
         for start in range(0, len(run_ids), 500):  # stay far below the bound-parameter limits
             chunk = run_ids[start:start + 500]
             found.update({r.pk: r.run_id for r in conn.execute(
