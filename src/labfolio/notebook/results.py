@@ -177,7 +177,7 @@ def run_views(runs: Iterable[RunRecord], proposals: Mapping[str, Any], *, config
             run_id=run.run_id, experiment=run.experiment, variant=run.variant, seed=run.seed,
             state=run.state, config=run.config if config else {}, summary=values,
             status_override=run.status, status_reason=run.status_reason, proposed_status=proposed,
-            proposed_reason=proposal.reason if proposed else None))
+            proposed_reason=proposal.reason if proposed else None, started_at=run.started_at))
     return views
 
 

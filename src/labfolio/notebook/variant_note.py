@@ -2,7 +2,8 @@
 
 Written from the store: the full resolved config (defaults included, so a hidden default such as
 ``streams: 1`` is in plain sight), the diff against the baseline variant, results over seeds, and
-every run (with links, provenance and status) and evaluation. Anything else is the human's.
+every run (with links, provenance and status), every alert with its evidence, and every
+evaluation. Anything else is the human's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from .context import Context
 from .experiment_note import config_block, json_text
+from ..analysis.alerts import format_step
 from .mdtext import format_date, format_datetime, format_number_text, render_table
 from .results import key_metrics, status_label, values_as_written
 from .sections import FRONTMATTER_FIELD, Layout, Slot, render_note, with_human_frontmatter
@@ -27,6 +29,7 @@ LAYOUT = Layout((
           "difference", "diff", "changes"), "diff"),
     Slot("results_notes", "## Results", ("results", "result", "metrics"), "results"),
     Slot("runs_notes", "## Runs", ("runs", "run", "training runs"), "runs"),
+    Slot("alerts_notes", "## Alerts", ("alerts", "alert", "warnings", "pathologies", "rule alerts"), "alerts"),
     Slot("evals_notes", "## Evaluations", ("evaluations", "evaluation runs", "evaluation only runs", "evals"),
          "evals"),
     Slot("notes", "## Notes", ("notes", "note", "comments", "remarks")),
@@ -151,6 +154,30 @@ def _runs_lines(ctx: Context, exp: ExperimentInfo, variant: str) -> list[str]:
     return lines
 
 
+# A variant note lists every alert up to this many; the rest are counted, with where to see them.
+MAX_ALERTS_SHOWN = 40
+_SEVERITY_MARK = {"critical": "❌", "error": "❌", "warning": "⚠️", "info": "ℹ️"}
+
+
+def _alerts_lines(ctx: Context, exp: ExperimentInfo, variant: str) -> list[str]:
+    """Every rule or detector alert of the variant's runs, with its evidence (value, threshold, step)."""
+    runs = exp.runs_of(variant)
+    rows = []
+    for run in runs:
+        for alert in ctx.snapshot.alerts.get(run.run_id, ()):
+            mark = _SEVERITY_MARK.get(alert.severity, "⚠️")
+            check = f"{alert.kind} `{alert.metric}`" if alert.metric else alert.kind
+            rows.append([f"`{run.run_id}`", "--" if alert.step is None else format_step(alert.step),
+                         f"{mark} {alert.severity}", check, alert.message])
+    if not rows:
+        return [f"No alerts: no rule or detector fired in {'this run' if len(runs) == 1 else 'these runs'}."
+                if runs else "No runs yet."]
+    lines = render_table(["Run", "Step", "Severity", "Check", "Evidence"], rows[:MAX_ALERTS_SHOWN])
+    if len(rows) > MAX_ALERTS_SHOWN:
+        lines += ["", f"… and {len(rows) - MAX_ALERTS_SHOWN} more: `labfolio check <run>` lists a run's alerts."]
+    return lines
+
+
 def _evals_lines(ctx: Context, exp: ExperimentInfo, variant: str) -> list[str]:
     evals = ctx.evaluations_of(exp, variant)
     if not evals:
@@ -181,6 +208,7 @@ def render_variant_note(ctx: Context, exp: ExperimentInfo, variant: str) -> str:
         "diff": _diff_lines(ctx, exp, variant),
         "results": _results_lines(ctx, exp, variant),
         "runs": _runs_lines(ctx, exp, variant),
+        "alerts": _alerts_lines(ctx, exp, variant),
         "evals": _evals_lines(ctx, exp, variant),
     }
     notes = exp.variant_notes.get(variant, {})
