@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from .snapshot import PROJECT_OWNER, read_snapshot
 from .state import STATE_DIR, VaultState, field_key, file_info, text_hash, write_if_changed
 from .variant_note import LAYOUT as VARIANT_LAYOUT
 from .variant_note import render_variant_note
+from .writer import NoteWriter
 
 __all__ = ["VaultReport", "RenderedFile", "write_vault", "render_files", "default_vault_dir", "page_path",
            "PAGE_LAYOUT", "PAGE_PREFIX"]
@@ -133,10 +134,12 @@ def render_files(ctx: Context, reuse: Reuse | None = None) -> dict[str, Rendered
     # the snapshot's configs stay as read while the notes are rendered, and every note of an
     # experiment asks for the same flattened and shared configs
     with configs_unchanging():
-        return _render_files(ctx, reuse)
+        return dict(_iter_files(ctx, reuse))
 
 
-def _render_files(ctx: Context, reuse: Reuse | None) -> dict[str, RenderedFile]:
+def _iter_files(ctx: Context, reuse: Reuse | None) -> Iterator[tuple[str, RenderedFile]]:
+    """render_files' notes one at a time, in its order, so the caller can write each while the
+    next are rendered. The caller keeps the configs unchanging until it is exhausted."""
     snapshot = ctx.snapshot
 
     def note(relpath: str, exp, render) -> tuple[str | None, str | None, str | None]:
@@ -146,23 +149,24 @@ def _render_files(ctx: Context, reuse: Reuse | None) -> dict[str, RenderedFile]:
         kept = reuse(relpath, fingerprint)
         return (None if kept else render()), fingerprint, kept
 
-    files: dict[str, RenderedFile] = {}
+    yielded = {MASTER_LOG, EXPERIMENT_LOG}  # paths taken, so a page never replaces a note
     master = render_master_log(ctx)
     fields = _human_fields("project", PROJECT_OWNER, MASTER_LAYOUT, snapshot.project_notes)
     fields.update(_master_cells(ctx, master))
     fields.update(_front_field("project", PROJECT_OWNER, MASTER_FRONT_FIELD, snapshot.project_notes))
-    files[MASTER_LOG] = RenderedFile(master, fields)
+    yield MASTER_LOG, RenderedFile(master, fields)
     log_fields = {field_key("project", PROJECT_OWNER, name): normalize_human(snapshot.project_notes.get(name))
                   for name in ("log_preamble", "log_trailer", LOG_FRONT_FIELD)}
     for exp in snapshot.experiments:
         log_fields.update(_human_fields("experiment", exp.name, ENTRY_LAYOUT, exp.notes))
-    files[EXPERIMENT_LOG] = RenderedFile(render_experiment_log(ctx), log_fields)
+    yield EXPERIMENT_LOG, RenderedFile(render_experiment_log(ctx), log_fields)
     for exp in snapshot.experiments:
         relpath = f"experiments/{exp.folder}/experiment.md"
         fields = _human_fields("experiment", exp.name, EXPERIMENT_LAYOUT, exp.notes)
         fields.update(_front_field("experiment", exp.name, FRONTMATTER_FIELD, exp.notes))
         content, fingerprint, kept = note(relpath, exp, lambda exp=exp: render_experiment_note(ctx, exp))
-        files[relpath] = RenderedFile(content, fields, fingerprint, kept)
+        yielded.add(relpath)
+        yield relpath, RenderedFile(content, fields, fingerprint, kept)
         for variant in exp.variants:
             owner = f"{exp.name}/{variant}"
             notes = exp.variant_notes.get(variant, {})
@@ -171,17 +175,18 @@ def _render_files(ctx: Context, reuse: Reuse | None) -> dict[str, RenderedFile]:
             relpath = f"{ctx.variant_note(exp, variant)}.md"
             content, fingerprint, kept = note(relpath, exp,
                                               lambda exp=exp, variant=variant: render_variant_note(ctx, exp, variant))
-            files[relpath] = RenderedFile(content, fields, fingerprint, kept)
+            yielded.add(relpath)
+            yield relpath, RenderedFile(content, fields, fingerprint, kept)
         if ctx.fragments is not None:
             ctx.keep_results(exp)
     for name, value in sorted(snapshot.project_notes.items()):
         if name.startswith(PAGE_PREFIX) and normalize_human(value):
             path = page_path(name[len(PAGE_PREFIX):])
-            if path in files:
+            if path in yielded:
                 continue
+            yielded.add(path)
             content = render_note({"type": "page"}, None, PAGE_LAYOUT, {"page": value}, {})
-            files[path] = RenderedFile(content, {field_key("project", PROJECT_OWNER, name): normalize_human(value)})
-    return files
+            yield path, RenderedFile(content, {field_key("project", PROJECT_OWNER, name): normalize_human(value)})
 
 
 def _file_hash(path: Path) -> str | None:
@@ -273,30 +278,36 @@ def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | Non
             on_disk[relpath] = _file_hash(vault / relpath)
         return written if on_disk[relpath] == written else None
 
-    files = render_files(ctx, reuse)
     new_files: dict[str, dict] = {}
-    folders: set[str] = set()  # made during this write, so each is made once
-    for relpath, rendered in files.items():
-        entry = {"sha": rendered.sha, "fields": {key: text_hash(value) for key, value in rendered.fields.items()}}
-        if rendered.fingerprint is not None:
-            entry.update(fp=rendered.fingerprint, written=rendered.sha)
-        new_files[relpath] = entry
-        if rendered.content is None:
-            report.unchanged += 1
-            continue
-        path = vault / relpath
-        info = file_info(path)
-        if info is not None and not _is_managed(path, relpath, state):
-            report.backups.append(str(_backup(path).relative_to(vault)))
-            report.warnings.append(f"{relpath} was not written by labfolio: moved to {report.backups[-1]} "
-                                   "(bring its content into the store with `labfolio import notes`)")
-            info = None
-        if write_if_changed(path, rendered.content, info=info, folders=folders):
-            report.written.append(relpath)
-        else:
-            report.unchanged += 1
+    # each note goes to the writer as soon as it is rendered: for a large write, the writer's
+    # process creates the files while this one renders the next experiments
+    from ..analysis.diff import configs_unchanging
+
+    with configs_unchanging(), NoteWriter() as writer:
+        for relpath, rendered in _iter_files(ctx, reuse):
+            entry = {"sha": rendered.sha,
+                     "fields": {key: text_hash(value) for key, value in rendered.fields.items()}}
+            if rendered.fingerprint is not None:
+                entry.update(fp=rendered.fingerprint, written=rendered.sha)
+            new_files[relpath] = entry
+            if rendered.content is None:
+                report.unchanged += 1
+                continue
+            path = vault / relpath
+            info = file_info(path)
+            if info is not None and not _is_managed(path, relpath, state):
+                report.backups.append(str(_backup(path).relative_to(vault)))
+                report.warnings.append(f"{relpath} was not written by labfolio: moved to {report.backups[-1]} "
+                                       "(bring its content into the store with `labfolio import notes`)")
+                info = None
+            writer.add(relpath, path, rendered.content, info)
+        for relpath, written in writer.finish():
+            if written:
+                report.written.append(relpath)
+            else:
+                report.unchanged += 1
     for relpath, old in sorted(state.files.items()):
-        if relpath in files:
+        if relpath in new_files:
             continue
         path = vault / relpath
         try:

@@ -1,0 +1,124 @@
+"""Writing the notes of one vault write, in a second process when there are many.
+
+A cold write of a large store creates thousands of files and folders. That is kernel time the
+rendering thread cannot overlap with a thread of its own (both would need the GIL around every
+system call), so past ``PROCESS_THRESHOLD`` notes the files go to one worker process, in batches,
+while this process renders the next experiments on the other core. A small write (a few notes, as
+after one new run) never pays for starting the process.
+
+Each file is still written by ``write_if_changed`` (temporary file, then rename), so an error or a
+killed worker leaves no half-written note; an error is raised in the caller with the note's path.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from .state import write_if_changed
+
+__all__ = ["NoteWriter", "PROCESS_THRESHOLD", "BATCH"]
+
+# Below this many notes to write, starting a process (~10-50 ms with fork, more with spawn) would
+# cost more than the file creation it takes off this core.
+PROCESS_THRESHOLD = 300
+# Notes per hand-over: large enough that the executor's per-task cost (a future, a pickle, a pipe
+# write) is small, small enough that the worker starts soon and the last batch is short.
+BATCH = 64
+
+# (path, data, the stat the caller took of the path or None)
+Item = tuple[str, "bytes | str", "os.stat_result | None"]
+
+_worker_folders: set[str] = set()  # the folders the worker made during this write
+
+
+def _reset_worker() -> None:
+    _worker_folders.clear()
+
+
+def _write_all(items: list[Item], folders: set[str]) -> list[bool]:
+    """Whether each item was written (False: the file already held exactly that)."""
+    written = []
+    for path, data, info in items:
+        try:
+            written.append(write_if_changed(path, data, info=info, folders=folders))
+        except Exception as error:
+            # the errno's own filename may be a folder or the temporary file: name the note
+            error.add_note(f"labfolio: while writing {path}")
+            raise
+    return written
+
+
+def _write_in_worker(items: list[Item]) -> list[bool]:
+    return _write_all(items, _worker_folders)
+
+
+def _context():
+    # fork starts the worker without importing anything again; elsewhere (macOS, Windows) fork is
+    # unsafe or missing, and the platform's default start method is used
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+
+
+class NoteWriter:
+    """Collects the notes to write and writes them, in this process or in one worker.
+
+        with NoteWriter() as writer:
+            writer.add(relpath, path, content, info)   # as notes are rendered
+            results = writer.finish()                  # [(relpath, written)] in the order added
+
+    Leaving the block without ``finish`` (an error while rendering) waits for the batches already
+    handed over and drops the rest."""
+
+    def __init__(self, threshold: int | None = None, batch: int | None = None) -> None:
+        self.threshold = PROCESS_THRESHOLD if threshold is None else threshold
+        self.batch = BATCH if batch is None else batch
+        self.used_process = False
+        self._pending: list[Item] = []
+        self._pending_relpaths: list[str] = []
+        self._handed: list[tuple[list[str], Future]] = []
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> NoteWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def add(self, relpath: str, path: str | os.PathLike, data: bytes | str, info: os.stat_result | None) -> None:
+        self._pending.append((os.fspath(path), data, info))
+        self._pending_relpaths.append(relpath)
+        if self._pool is None and len(self._pending) >= self.threshold:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=_context(), initializer=_reset_worker)
+            self.used_process = True
+        if self._pool is not None and len(self._pending) >= self.batch:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            future = self._pool.submit(_write_in_worker, self._pending)
+            self._handed.append((self._pending_relpaths, future))
+            self._pending, self._pending_relpaths = [], []
+
+    def finish(self) -> list[tuple[str, bool]]:
+        """Every note added, written: (relpath, whether it was written). Raises the first error."""
+        if self._pool is None:
+            written = _write_all(self._pending, set())
+            results = list(zip(self._pending_relpaths, written))
+            self._pending, self._pending_relpaths = [], []
+            return results
+        self._hand_over()
+        results = []
+        try:
+            for relpaths, future in self._handed:
+                results += zip(relpaths, future.result())
+        finally:
+            self.close()
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending, self._pending_relpaths, self._handed = [], [], []
