@@ -9,8 +9,9 @@ JSON file of the spec's values) and, for commands, ``--key=value`` flags. Progre
 and alerts on the display are read back from the store the children write to, so what the screen
 shows is what was recorded.
 
-- GPUs: one per run through ``CUDA_VISIBLE_DEVICES`` (or ``runs_per_gpu`` runs sharing each); on CPU, ``parallel`` is bounded by the cores
-  and each child gets an equal share of them as its thread count.
+- GPUs: one per run through ``CUDA_VISIBLE_DEVICES``, or ``runs_per_gpu`` runs sharing each; on
+  CPU, ``parallel`` is bounded by the cores and each child gets an equal share of them as its
+  thread count.
 - Resume: a run whose variant, seed and config match a finished run in the store is skipped; a
   killed one (interrupted) is run again; a crashed or failed one only with ``retry_failed``.
 - Ctrl-C: children get SIGINT (their run finishes as ``killed``), then SIGTERM, then SIGKILL
