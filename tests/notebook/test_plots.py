@@ -72,3 +72,20 @@ def test_without_plots_no_png_is_written_and_no_embed_is_left(study_store, tmp_p
     write_vault(study_store, vault, plots=False, root=tmp_path)
     assert not list(vault.rglob("*.png"))
     assert "![[" not in (vault / "experiments/vit_001/experiment.md").read_text(encoding="utf-8")
+
+
+def test_a_curve_legend_counts_the_runs_that_did_not_finish(study_store, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    labels: list[str] = []
+    original = Axes.legend
+
+    def recording_legend(self, *args, **kwargs):
+        labels.extend(self.get_legend_handles_labels()[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "legend", recording_legend)
+    write_vault(study_store, tmp_path / "vault", root=tmp_path)
+    # vit_002's baseline has two finished seeds and one still running; vit_001's all finished
+    assert "baseline (n=3, 1 unfinished)" in labels
+    assert "mhc (n=3)" in labels

@@ -29,7 +29,7 @@ from .snapshot import ExperimentInfo
 
 __all__ = ["PlotSpec", "PLOT_VERSION", "plan_plots", "draw_plot", "LR_KEYS"]
 
-PLOT_VERSION = 1
+PLOT_VERSION = 2  # bump when drawing changes, so cached plots are redrawn
 LR_KEYS = re.compile(r"(^|/)(lr|learning_rate|lr_\w+)$", re.I)
 _EMBEDDING_NAME = re.compile(r"embed|proj|tsne|t-sne|umap|pca", re.I)
 _LOSS_KEYS = ("train/loss", "loss", "train_loss", "training/loss")
@@ -119,6 +119,7 @@ def _curves(spec: PlotSpec, exp: ExperimentInfo, history) -> bytes:
     colors = _variant_colors(exp.variants)
     for variant in variants:
         series = []
+        unfinished = 0
         for run in exp.runs:
             if run.variant != variant or run.run_id not in spec.run_ids:
                 continue
@@ -127,19 +128,23 @@ def _curves(spec: PlotSpec, exp: ExperimentInfo, history) -> bytes:
                 finite = np.isfinite(found.values)
                 if finite.any():
                     series.append((found.steps[finite].astype(float), found.values[finite]))
+                    unfinished += run.state != "finished"
         if not series:
             continue
+        # the curves show every run's data; the results table counts finished runs only, so the
+        # legend says how many of these did not finish
+        count = f"n={len(series)}" + (f", {unfinished} unfinished" if unfinished else "")
         low = max(s[0][0] for s in series) if len(series) > 1 else series[0][0][0]
         high = min(s[0][-1] for s in series) if len(series) > 1 else series[0][0][-1]
         if high <= low:  # runs that do not overlap: show each run instead of a meaningless mean
             for steps, values in series:
                 axes.plot(steps, values, color=colors[variant], linewidth=1, alpha=0.8)
-            axes.plot([], [], color=colors[variant], label=f"{variant} (n={len(series)}, no overlap)")
+            axes.plot([], [], color=colors[variant], label=f"{variant} ({count}, no overlap)")
             continue
         grid = np.linspace(low, high, _GRID_POINTS)
         stacked = np.stack([np.interp(grid, steps, values) for steps, values in series])
         mean = stacked.mean(axis=0)
-        axes.plot(grid, mean, color=colors[variant], linewidth=1.6, label=f"{variant} (n={len(series)})")
+        axes.plot(grid, mean, color=colors[variant], linewidth=1.6, label=f"{variant} ({count})")
         if len(series) > 1:
             std = stacked.std(axis=0, ddof=1)
             axes.fill_between(grid, mean - std, mean + std, color=colors[variant], alpha=0.2, linewidth=0)
