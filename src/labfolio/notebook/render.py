@@ -134,7 +134,13 @@ def render_files(ctx: Context, reuse: Reuse | None = None) -> dict[str, Rendered
     # the snapshot's configs stay as read while the notes are rendered, and every note of an
     # experiment asks for the same flattened and shared configs
     with configs_unchanging():
-        return dict(_iter_files(ctx, reuse))
+        return dict(_logs_first(_iter_files(ctx, reuse)))
+
+
+def _logs_first(items):
+    """`items` ((path, ...) pairs) with the two logs moved to the front, the rest in order: the
+    order notes were rendered in (and reported in) before the logs were rendered last."""
+    return sorted(items, key=lambda item: item[0] not in (MASTER_LOG, EXPERIMENT_LOG))
 
 
 def _iter_files(ctx: Context, reuse: Reuse | None) -> Iterator[tuple[str, RenderedFile]]:
@@ -150,16 +156,10 @@ def _iter_files(ctx: Context, reuse: Reuse | None) -> Iterator[tuple[str, Render
         return (None if kept else render()), fingerprint, kept
 
     yielded = {MASTER_LOG, EXPERIMENT_LOG}  # paths taken, so a page never replaces a note
-    master = render_master_log(ctx)
-    fields = _human_fields("project", PROJECT_OWNER, MASTER_LAYOUT, snapshot.project_notes)
-    fields.update(_master_cells(ctx, master))
-    fields.update(_front_field("project", PROJECT_OWNER, MASTER_FRONT_FIELD, snapshot.project_notes))
-    yield MASTER_LOG, RenderedFile(master, fields)
-    log_fields = {field_key("project", PROJECT_OWNER, name): normalize_human(snapshot.project_notes.get(name))
-                  for name in ("log_preamble", "log_trailer", LOG_FRONT_FIELD)}
-    for exp in snapshot.experiments:
-        log_fields.update(_human_fields("experiment", exp.name, ENTRY_LAYOUT, exp.notes))
-    yield EXPERIMENT_LOG, RenderedFile(render_experiment_log(ctx), log_fields)
+    # The experiments' notes come first, the two logs after them: the logs need every
+    # experiment's results, which are most of a cold write's time, and computed while the notes
+    # are rendered the files of a large write are created meanwhile (see writer.py). Every
+    # result is memoised per experiment, so the order changes no byte.
     for exp in snapshot.experiments:
         relpath = f"experiments/{exp.folder}/experiment.md"
         fields = _human_fields("experiment", exp.name, EXPERIMENT_LAYOUT, exp.notes)
@@ -179,6 +179,16 @@ def _iter_files(ctx: Context, reuse: Reuse | None) -> Iterator[tuple[str, Render
             yield relpath, RenderedFile(content, fields, fingerprint, kept)
         if ctx.fragments is not None:
             ctx.keep_results(exp)
+    master = render_master_log(ctx)
+    fields = _human_fields("project", PROJECT_OWNER, MASTER_LAYOUT, snapshot.project_notes)
+    fields.update(_master_cells(ctx, master))
+    fields.update(_front_field("project", PROJECT_OWNER, MASTER_FRONT_FIELD, snapshot.project_notes))
+    yield MASTER_LOG, RenderedFile(master, fields)
+    log_fields = {field_key("project", PROJECT_OWNER, name): normalize_human(snapshot.project_notes.get(name))
+                  for name in ("log_preamble", "log_trailer", LOG_FRONT_FIELD)}
+    for exp in snapshot.experiments:
+        log_fields.update(_human_fields("experiment", exp.name, ENTRY_LAYOUT, exp.notes))
+    yield EXPERIMENT_LOG, RenderedFile(render_experiment_log(ctx), log_fields)
     for name, value in sorted(snapshot.project_notes.items()):
         if name.startswith(PAGE_PREFIX) and normalize_human(value):
             path = page_path(name[len(PAGE_PREFIX):])
@@ -301,7 +311,7 @@ def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | Non
                                        "(bring its content into the store with `labfolio import notes`)")
                 info = None
             writer.add(relpath, path, rendered.content, info)
-        for relpath, written in writer.finish():
+        for relpath, written in _logs_first(writer.finish()):
             if written:
                 report.written.append(relpath)
             else:

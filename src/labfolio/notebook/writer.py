@@ -24,9 +24,11 @@ __all__ = ["NoteWriter", "PROCESS_THRESHOLD", "BATCH"]
 # Below this many notes to write, starting a process (~10-50 ms with fork, more with spawn) would
 # cost more than the file creation it takes off this core.
 PROCESS_THRESHOLD = 300
-# Notes per hand-over: large enough that the executor's per-task cost (a future, a pickle, a pipe
-# write) is small, small enough that the worker starts soon and the last batch is short.
-BATCH = 64
+# Notes per hand-over: large enough that the executor's per-task cost is small (a future, a pickle
+# and a pipe write, done by the executor's threads, which take the GIL from the renderer: ~4 ms a
+# hand-over on a 10,000-run write), small enough that the last batch, written after rendering, is
+# short.
+BATCH = 200
 
 # (path, data, the stat the caller took of the path or None)
 Item = tuple[str, "bytes | str", "os.stat_result | None"]
