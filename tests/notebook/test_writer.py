@@ -12,6 +12,17 @@ from labfolio.notebook.writer import NoteWriter
 
 from .conftest import read_vault
 
+@pytest.fixture(autouse=True)
+def single_threaded(monkeypatch):
+    """These tests are about the worker, which starts only in a single-threaded process; a test
+    session may have threads left by earlier tests, so the count is pinned here."""
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 1)
+
+
+def _dying_worker(items):
+    os._exit(1)  # the worker process dies mid-write, as under the OOM killer
+
+
 NOTES = {f"experiments/e{i}/{name}": f"# {i} {name}\nnon-ascii é ✓\n" * (i + 1)
          for i in range(7) for name in ("experiment.md", "variants/a.md")}
 
@@ -68,3 +79,22 @@ def test_vault_written_through_the_process_is_the_same(study_store, tmp_path, mo
     assert used == [True]
     assert through_process.written == in_process.written and through_process.unchanged == in_process.unchanged
     assert read_vault(tmp_path / "a") == read_vault(tmp_path / "b")
+
+
+def test_a_process_with_other_threads_writes_its_notes_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 3)
+    results, used = _write(tmp_path, threshold=2)
+    assert not used  # forking would copy the other threads' held locks into the child
+    assert results == [(relpath, True) for relpath in NOTES]
+    assert read_vault(tmp_path) == {k: v.encode() for k, v in NOTES.items()}
+
+
+def test_the_batches_of_a_worker_that_died_are_written_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer, "_write_in_worker", _dying_worker)
+    with NoteWriter(threshold=2, batch=3) as notes:
+        for relpath, text in NOTES.items():
+            notes.add(relpath, tmp_path / relpath, text, None)
+        assert notes.used_process
+        results = notes.finish()
+    assert results == [(relpath, True) for relpath in NOTES]
+    assert read_vault(tmp_path) == {k: v.encode() for k, v in NOTES.items()}

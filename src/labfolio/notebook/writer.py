@@ -7,7 +7,9 @@ while this process renders the next experiments on the other core. A small write
 after one new run) never pays for starting the process.
 
 Each file is still written by ``write_if_changed`` (temporary file, then rename), so an error or a
-killed worker leaves no half-written note; an error is raised in the caller with the note's path.
+killed worker leaves no half-written note; an error is raised in the caller with the note's path,
+and the batches of a worker that could not start or died are written here instead. A process
+with other threads never forks a worker (see ``_start_pool``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from .state import write_if_changed
 
@@ -63,6 +67,18 @@ def _context():
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
 
 
+def _start_pool() -> ProcessPoolExecutor | None:
+    """The worker, or None where one must not be started: then every note is written here."""
+    if sys.platform.startswith("linux") and threading.active_count() > 1:
+        # a fork copies other threads' held locks into a child that has no thread to release
+        # them (a dashboard's server threads, a run's background writer): write in-process
+        return None
+    try:
+        return ProcessPoolExecutor(max_workers=1, mp_context=_context(), initializer=_reset_worker)
+    except (OSError, ValueError, NotImplementedError):
+        return None  # no processes here (a sandbox, a platform without them): write in-process
+
+
 class NoteWriter:
     """Collects the notes to write and writes them, in this process or in one worker.
 
@@ -79,8 +95,9 @@ class NoteWriter:
         self.used_process = False
         self._pending: list[Item] = []
         self._pending_relpaths: list[str] = []
-        self._handed: list[tuple[list[str], Future]] = []
+        self._handed: list[tuple[list[str], list[Item], Future | None]] = []
         self._pool: ProcessPoolExecutor | None = None
+        self._in_process_only = False  # set when the worker cannot be started or has died
 
     def __enter__(self) -> NoteWriter:
         return self
@@ -91,16 +108,20 @@ class NoteWriter:
     def add(self, relpath: str, path: str | os.PathLike, data: bytes | str, info: os.stat_result | None) -> None:
         self._pending.append((os.fspath(path), data, info))
         self._pending_relpaths.append(relpath)
-        if self._pool is None and len(self._pending) >= self.threshold:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=_context(), initializer=_reset_worker)
-            self.used_process = True
+        if self._pool is None and not self._in_process_only and len(self._pending) >= self.threshold:
+            self._pool = _start_pool()
+            self._in_process_only = self._pool is None
+            self.used_process = self._pool is not None
         if self._pool is not None and len(self._pending) >= self.batch:
             self._hand_over()
 
     def _hand_over(self) -> None:
         if self._pending:
-            future = self._pool.submit(_write_in_worker, self._pending)
-            self._handed.append((self._pending_relpaths, future))
+            try:
+                future = self._pool.submit(_write_in_worker, self._pending)
+            except (BrokenProcessPool, OSError, RuntimeError):
+                future = None  # the worker could not start or died: finish() writes these here
+            self._handed.append((self._pending_relpaths, self._pending, future))
             self._pending, self._pending_relpaths = [], []
 
     def finish(self) -> list[tuple[str, bool]]:
@@ -112,9 +133,16 @@ class NoteWriter:
             return results
         self._hand_over()
         results = []
+        local_folders: set[str] = set()
         try:
-            for relpaths, future in self._handed:
-                results += zip(relpaths, future.result())
+            for relpaths, items, future in self._handed:
+                try:
+                    written = future.result() if future is not None else None
+                except BrokenProcessPool:
+                    written = None  # killed worker: files are whole or absent, so writing again is safe
+                if written is None:
+                    written = _write_all(items, local_folders)
+                results += zip(relpaths, written)
         finally:
             self.close()
         return results
