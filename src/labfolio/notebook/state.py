@@ -83,12 +83,20 @@ def write_if_changed(path: str | os.PathLike, data: bytes | str, *, info: os.sta
     temporary = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
     handle = os.open(temporary, _CREATE_FLAGS, 0o666)
     try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(handle, view):]
-    finally:
-        os.close(handle)
-    os.replace(temporary, name)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(handle, view):]
+        finally:
+            os.close(handle)
+        os.replace(temporary, name)
+    except BaseException:
+        # a full disk or a refused rename must not leave a stray temporary file in the vault
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
     return True
 
 
