@@ -223,3 +223,26 @@ def test_compile_for_training_compiles_each_block_or_the_model_on_cuda_and_nothi
     assert whole is not model and hasattr(whole, "_orig_mod")
     with pytest.raises(labfolio.ConfigError, match="compile_unit"):
         compile_for_training(fresh(), True, "layer", torch.device("cuda"))
+
+
+def test_classify_with_strong_augmentation_trains_reproducibly_and_logs_every_metric(store_dir):
+    flags = ("--connection=mhc", "--epochs=1", "--randaugment-ops=2", "--randaugment-magnitude=9",
+             "--erase-prob=0.25", "--mixup-alpha=0.8", "--cutmix-alpha=1.0", "--drop-path=0.1",
+             "--augment=crop+flip")
+    first = classify.train(smoke_classify(*flags))
+    second = classify.train(smoke_classify(*flags))
+    plain = classify.train(smoke_classify("--connection=mhc", "--epochs=1"))
+    histories = [stored(store_dir, r.run_id)[1] for r in (first, second, plain)]
+    assert CLASSIFY_KEYS <= set(histories[0])
+    assert comparable(histories[0]) == comparable(histories[1])
+    assert all(math.isfinite(v) for v in histories[0]["train/loss"].values.tolist())
+    assert histories[0]["train/loss"].values.tolist() != histories[2]["train/loss"].values.tolist()
+    record = stored(store_dir, first.run_id)[0]
+    assert record.config["randaugment_ops"] == 2 and record.config["model"]["drop_path"] == 0.1
+
+
+def test_augmentation_values_out_of_range_are_config_errors():
+    for flag, name in (("--erase-prob=1.5", "erase_prob"), ("--randaugment-magnitude=12", "randaugment_magnitude"),
+                       ("--drop-path=1", "drop_path"), ("--mixup-alpha=-1", "mixup_alpha")):
+        with pytest.raises(labfolio.ConfigError, match=name):
+            classify.ClassifyConfig(**{name: float(flag.split("=")[1])})

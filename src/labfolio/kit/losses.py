@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["smoothed_cross_entropy", "circle_loss", "CircleLoss"]
+__all__ = ["smoothed_cross_entropy", "soft_cross_entropy", "circle_loss", "CircleLoss"]
 
 
 def smoothed_cross_entropy(
@@ -34,6 +34,17 @@ def smoothed_cross_entropy(
         return nll.mean()
     uniform = -log_probs.mean(dim=1)  # (N,)
     return ((1.0 - label_smoothing) * nll + label_smoothing * uniform).mean()
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against target distributions (MixUp/CutMix targets, already smoothed).
+
+    logits: (N, C) unnormalised scores; targets: (N, C) rows that sum to 1.
+    """
+    assert logits.shape == targets.shape, (
+        f"logits {tuple(logits.shape)} and soft targets {tuple(targets.shape)} must have the same shape"
+    )
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
 
 
 def circle_loss(

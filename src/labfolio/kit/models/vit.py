@@ -33,6 +33,7 @@ class ViTConfig:
     mlp_ratio: float = 4.0  # MLP hidden size = mlp_ratio · width
     pool: Literal["cls", "mean"] = "cls"  # class-token output, or the mean over patch tokens
     dropout: float = 0.0  # on attention weights, branch outputs and embeddings
+    drop_path: float = 0.0  # stochastic depth: branch-drop rate of the last block, rising linearly from 0
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)  # residual | hc | mhc
 
     def __post_init__(self) -> None:
@@ -45,6 +46,7 @@ class ViTConfig:
             f"depth and num_classes must be positive, got {self.depth}, {self.num_classes}"
         )
         assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"
+        assert 0.0 <= self.drop_path < 1.0, f"drop_path must be in [0, 1), got {self.drop_path}"
         assert isinstance(self.connection, ConnectionConfig), (
             f"connection must be a ConnectionConfig, got {type(self.connection).__name__}"
         )
@@ -81,6 +83,19 @@ class MLP(nn.Module):
         return self.down(F.gelu(self.up(x)))
 
 
+def drop_branch(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero the branch output of a random `rate` of the samples, rescale the rest.
+
+    Under hc/mhc a dropped branch still leaves H_res to mix the streams, so the sample sees the
+    connection without that branch, which is what dropping a residual branch means there too.
+    """
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) < keep
+    return x * mask.to(x.dtype) / keep
+
+
 class Block(nn.Module):
     """Pre-norm block; the connection modules decide how branches meet the residual state."""
 
@@ -91,6 +106,7 @@ class Block(nn.Module):
         self.norm_mlp = nn.LayerNorm(config.width)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
+        self.drop_path = config.drop_path * index / max(config.depth - 1, 1)
         self.wrap = config.connection.wrap
         if self.wrap == "branch":
             self.attn_connection = make_connection(config.connection, config.width, layer_index=2 * index)
@@ -99,10 +115,10 @@ class Block(nn.Module):
             self.block_connection = make_connection(config.connection, config.width, layer_index=index)
 
     def attention_branch(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.dropout(self.attn(self.norm_attn(x)))
+        return drop_branch(self.dropout(self.attn(self.norm_attn(x))), self.drop_path, self.training)
 
     def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.dropout(self.mlp(self.norm_mlp(x)))
+        return drop_branch(self.dropout(self.mlp(self.norm_mlp(x))), self.drop_path, self.training)
 
     def whole_block_branch(self, x: torch.Tensor) -> torch.Tensor:
         # The block's update block(x) − x, keeping the inner residual between attention and MLP,

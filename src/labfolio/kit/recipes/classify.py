@@ -12,7 +12,9 @@ Logged metrics (fixed names, so rules and notebooks can rely on them):
 - at the end: a 2-D projection of the test embeddings as an image artifact and, when enabled,
   the same test metrics for the averaged weights under ``avg/test/...``.
 
-The whole dataset lives on the device as uint8; batches are augmented there (`random_crop_flip`).
+The whole dataset lives on the device as uint8; batches are augmented there: crop and flip
+(`random_crop_flip`), then, when configured, RandAugment, random erasing and MixUp/CutMix
+(`labfolio.kit.augment`), with stochastic depth in the model (``drop_path``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 
 import labfolio
 from labfolio import metrics
+from labfolio.kit.augment import mix_batch, rand_augment, random_erase
 from labfolio.kit.averaging import EMA, LastKAverage
 from labfolio.kit.data import (
     ImageDataset,
@@ -43,7 +46,7 @@ from labfolio.kit.data import (
     normalize,
     random_crop_flip,
 )
-from labfolio.kit.losses import smoothed_cross_entropy
+from labfolio.kit.losses import smoothed_cross_entropy, soft_cross_entropy
 from labfolio.kit.models.vit import ViT, ViTConfig
 from labfolio.kit.recipes import (
     ConnectionFields,
@@ -74,6 +77,12 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     download: bool = False  # fetch the official CIFAR tarball (MD5-checked) if it is missing
     augment: Literal["auto", "none", "crop", "flip", "crop+flip"] = "auto"  # auto: crop+flip, none for digits
     crop_padding: int = 4  # zero padding before the random crop, in pixels
+    randaugment_ops: int = 0  # RandAugment operations per training image (0 = off)
+    randaugment_magnitude: float = 9.0  # their strength, 0-10
+    erase_prob: float = 0.0  # random erasing: chance that an image gets a noise rectangle
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) mixing (0 = off)
+    cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha) box size (0 = off)
+    cutmix_prob: float = 0.5  # with both on: the share of batches that use CutMix instead of MixUp
     # model
     patch_size: int = 4  # 4x4 patches: 64 tokens on 32x32 images
     depth: int = 6  # transformer blocks
@@ -82,6 +91,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     mlp_ratio: float = 4.0  # MLP hidden size = mlp_ratio * width
     pool: Literal["cls", "mean"] = "cls"  # embedding: class token or mean of patch tokens
     dropout: float = 0.0  # attention, branch and embedding dropout
+    drop_path: float = 0.0  # stochastic depth rate of the last block (rises linearly from 0 at the first)
     # optimisation
     epochs: int = 50  # passes over the training set
     max_steps: int = 0  # stop after this many optimizer steps (0 = run every epoch)
@@ -128,6 +138,16 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
         for name in ("max_steps", "diag_every", "average_last", "crop_padding", "threads", "grad_clip"):
             if getattr(self, name) < 0:
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("randaugment_ops", "mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.randaugment_magnitude <= 10.0:
+            raise labfolio.ConfigError(f"randaugment_magnitude must be in [0, 10], got {self.randaugment_magnitude}")
+        for name in ("erase_prob", "cutmix_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise labfolio.ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise labfolio.ConfigError(f"drop_path must be in [0, 1), got {self.drop_path}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise labfolio.ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -161,6 +181,30 @@ def _augment(cfg: ClassifyConfig, dataset: ImageDataset) -> tuple[bool, bool]:
     return "crop" in choice, "flip" in choice
 
 
+def _mixes(cfg: ClassifyConfig) -> bool:
+    return cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+
+
+def _training_batch(
+    cfg: ClassifyConfig, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+    scale: tuple[torch.Tensor, torch.Tensor], crop: bool, flip: bool,
+    generator: torch.Generator, mix_rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 batch -> the normalised model input and its targets: class ids, or (B, classes)
+    soft targets when MixUp/CutMix is on. Everything runs on the batch's device."""
+    if crop or flip:
+        images = random_crop_flip(images, cfg.crop_padding if crop else 0, flip, generator)
+    unit = images.to(torch.float32) / 255.0
+    if cfg.randaugment_ops:
+        unit = rand_augment(unit, cfg.randaugment_ops, cfg.randaugment_magnitude, generator)
+    mean, std = scale
+    inputs = random_erase((unit - mean) / std, cfg.erase_prob, generator)
+    if not _mixes(cfg):
+        return inputs, labels
+    return mix_batch(inputs, labels, num_classes, mix_rng, cfg.mixup_alpha, cfg.cutmix_alpha,
+                     cfg.cutmix_prob, cfg.label_smoothing)
+
+
 def _build_model(cfg: ClassifyConfig, dataset: ImageDataset) -> tuple[ViT, ViTConfig]:
     channels, height, width = dataset.image_shape
     if height != width:
@@ -180,6 +224,7 @@ def _build_model(cfg: ClassifyConfig, dataset: ImageDataset) -> tuple[ViT, ViTCo
         mlp_ratio=cfg.mlp_ratio,
         pool=cfg.pool,
         dropout=cfg.dropout,
+        drop_path=cfg.drop_path,
         connection=connection_config(cfg),
     )
     return ViT(model_config), model_config
@@ -262,6 +307,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     model.to(device)
     crop, flip = _augment(cfg, dataset)
     stats = channel_stats(dataset.train.images)
+    scale = tuple(torch.tensor(values, dtype=torch.float32, device=device)[:, None, None] for values in stats)
     tensors = {
         "train_images": dataset.train.images.to(device),
         "train_labels": dataset.train.labels.to(device),
@@ -284,6 +330,8 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device)
     order_generator = torch.Generator().manual_seed(cfg.seed)
     augment_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    mix_rng = np.random.default_rng(cfg.seed + 2)
+    num_classes = len(dataset.classes)
 
     run = start_run(cfg, model_config, batch_size=cfg.batch_size)
     artifacts: list[str] = []
@@ -302,15 +350,18 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
             for indices in epoch_batches(n_train, min(cfg.batch_size, n_train), order_generator):
                 if step >= total_steps:
                     break
-                indices = indices.to(device)
-                images = tensors["train_images"][indices]
-                if crop or flip:
-                    images = random_crop_flip(images, cfg.crop_padding if crop else 0, flip, augment_generator)
+                indices = indices.to(device, non_blocking=True)
+                inputs, targets = _training_batch(
+                    cfg, tensors["train_images"][indices], tensors["train_labels"][indices], num_classes,
+                    scale, crop, flip, augment_generator, mix_rng)
                 lr = schedule(step)
                 set_lr(optimizer, lr)
                 with autocast(device, cfg.amp):
-                    logits, _ = step_model(normalize(images, *stats))
-                loss = smoothed_cross_entropy(logits, tensors["train_labels"][indices], cfg.label_smoothing)
+                    logits, _ = step_model(inputs)
+                if targets.dim() == 2:  # MixUp/CutMix targets, smoothed already
+                    loss = soft_cross_entropy(logits, targets)
+                else:
+                    loss = smoothed_cross_entropy(logits, targets, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = grad_norm_and_clip(model, cfg.grad_clip)
