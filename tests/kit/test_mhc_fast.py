@@ -277,7 +277,7 @@ def test_mhc_impl_picks_the_path(monkeypatch, impl, device_type, fast):
 
 def test_unknown_mhc_impl_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match="mhc_impl must be one of"):
-        ConnectionConfig(connection="mhc", mhc_impl="triton")
+        ConnectionConfig(connection="mhc", mhc_impl="kernels")
 
 
 def test_stream_storage_dtype_is_the_autocast_dtype_only_under_autocast():

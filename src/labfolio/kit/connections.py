@@ -53,7 +53,7 @@ __all__ = [
 CONNECTIONS = ("residual", "hc", "mhc")
 WRAPS = ("branch", "block")
 REDUCTIONS = ("mean", "sum", "learned")
-MHC_IMPLS = ("eager", "fast", "auto")
+MHC_IMPLS = ("eager", "fast", "triton", "auto")
 
 # Names emitted by connection_diagnostics; per-layer gains add "/layer{i}" to the amax names,
 # where i counts wrapped connections in forward order (two per block with wrap="branch").
@@ -98,9 +98,11 @@ class ConnectionConfig:
     num_fracs: int = 1  # hc only: frac-connections split each stream into this many fractions
     reduce: Literal["mean", "sum", "learned"] = "mean"  # how n streams become one before the final norm
     # mhc: "eager" is the readable reference; "fast" (labfolio.kit.mhc_fused) computes the same
-    # layer with bf16 streams under autocast and less saved state; "auto" = fast on CUDA only.
-    # Eager stays the default until the fast path's GPU comparison has been run and recorded.
-    mhc_impl: Literal["eager", "fast", "auto"] = "eager"
+    # layer with bf16 streams under autocast and less saved state; "triton" is the fast path with
+    # Triton kernels (labfolio.kit.mhc_triton) where they can run, the torch fast path elsewhere;
+    # "auto" = triton on CUDA (the torch fast path there if triton is missing), eager on CPU.
+    # Eager stays the default until the fast paths' GPU comparison has been run and recorded.
+    mhc_impl: Literal["eager", "fast", "triton", "auto"] = "eager"
 
     def __post_init__(self) -> None:
         if self.connection not in CONNECTIONS:

@@ -30,11 +30,16 @@ branch gains, not bit-identical to x + F(x).
 This module is the eager reference. ``mhc_impl="fast"`` runs the same layer through
 ``labfolio.kit.mhc_fused`` (bf16 streams under autocast, float32 coefficients, no saved float32
 copies, Sinkhorn recomputed in backward); tests hold the two to the same outputs and gradients.
+``mhc_impl="triton"`` is the fast path with its mixing, coefficients and Sinkhorn in Triton
+kernels (``labfolio.kit.mhc_triton``) wherever they can run (CUDA, or under TRITON_INTERPRET=1),
+and the plain-torch fast path elsewhere; ``"auto"`` is triton on CUDA when triton imports, the
+torch fast path on CUDA without it, and the reference on CPU.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -42,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labfolio.kit.mhc_fused import PendingStreams, fast_mhc_forward, materialize
+from labfolio.kit.mhc_fused import PendingStreams, fast_mhc_forward, kernels_importable, materialize
 from labfolio.kit.sinkhorn import sinkhorn
 from labfolio.kit.stream_mixing import RecordedCoefficients, apply_hyper_connection, coefficient_dtype
 
@@ -102,6 +107,28 @@ class ManifoldHyperConnection(nn.Module):
             self.post_gate = nn.Parameter(torch.tensor(_GATE_INIT))  # α_post
             self.res_gate = nn.Parameter(torch.tensor(_GATE_INIT))  # α_res
         self.recorded: RecordedCoefficients | None = None
+        # Resolved once here, not in forward, so that compiled graphs see a constant. False: the
+        # torch fast path does everything (triton missing, or not asked for).
+        self.kernels_available = False
+        if self.impl == "triton" or (self.impl == "auto" and torch.cuda.is_available()):
+            self.kernels_available = kernels_importable()
+            if not self.kernels_available and self.impl == "triton":
+                warnings.warn(
+                    "mhc_impl='triton' but triton does not import here: this layer runs the plain-torch "
+                    "fast path (mhc_impl='fast') instead. Install triton to use the kernels.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+
+    def uses_kernels(self, streams: torch.Tensor) -> bool:
+        """Whether forward on this state runs the Triton kernels (else the torch fast path or the reference)."""
+        if not self.kernels_available or self.impl == "fast":
+            return False
+        if self.impl == "auto" and streams.device.type != "cuda":
+            return False
+        from labfolio.kit.mhc_triton import kernels_usable
+
+        return kernels_usable(streams, self.num_streams)
 
     def coefficients(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(h_pre (..., 1, n), h_res (..., n, n), h_post (..., n)), float32 (float64 streams: float64)."""
@@ -130,13 +157,14 @@ class ManifoldHyperConnection(nn.Module):
     ) -> torch.Tensor | PendingStreams:
         # The fast path may hand on a PendingStreams (a stored state plus mixes it rebuilds in
         # backward); the reference always works on, and returns, the plain tensor.
-        if self.impl == "fast" or (self.impl == "auto" and _base(streams).device.type == "cuda"):
-            shape = _base(streams).shape
+        base = _base(streams)
+        if self.impl in ("fast", "triton") or (self.impl == "auto" and base.device.type == "cuda"):
+            shape = base.shape
             assert len(shape) == 4 and shape[2] == self.num_streams, (
                 f"mhc expects streams (B, T, {self.num_streams}, C), got {tuple(shape)}; "
                 "expand the input with StreamAdapter.expand first"
             )
-            return fast_mhc_forward(self, streams, branch)
+            return fast_mhc_forward(self, streams, branch, self.uses_kernels(base))
         streams = materialize(streams)
         assert streams.dim() == 4 and streams.shape[2] == self.num_streams, (
             f"mhc expects streams (B, T, {self.num_streams}, C), got {tuple(streams.shape)}; "

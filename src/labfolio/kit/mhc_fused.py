@@ -29,9 +29,11 @@ parameters and init, but:
   backward. Models never look inside the state they pass between blocks; ``StreamAdapter.reduce``
   materialises it at the end.
 
-Everything is plain torch (no custom kernels): it runs on CPU, where the tests compare it with
-the reference, and under ``torch.compile`` every step between the two matmuls is pointwise or a
-reduction over n ≤ 8 entries, which inductor unrolls and fuses.
+Everything here is plain torch: it runs on CPU, where the tests compare it with the reference,
+and under ``torch.compile`` every step between the two matmuls is pointwise or a reduction over
+n ≤ 8 entries, which inductor unrolls and fuses. ``mhc_impl="triton"`` runs this same scheme with
+``use_kernels=True``: the coefficients, Sinkhorn and branch input of a dynamic connection and
+every H_res·X + H_postᵀ·F mix go through the Triton kernels of ``labfolio.kit.mhc_triton``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "RECOMPUTE_SEGMENT",
     "PendingStreams",
     "fast_mhc_forward",
+    "kernels_importable",
     "materialize",
     "rms_projection",
     "sinkhorn_recompute",
@@ -181,24 +184,42 @@ def sinkhorn_recompute(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) 
 # --------------------------------------------------------------------------- stream states
 
 
+def kernels_importable() -> bool:
+    """Whether ``labfolio.kit.mhc_triton`` (and so triton) imports here; else the plain-torch path is used."""
+    try:
+        from labfolio.kit import mhc_triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class PendingStreams(NamedTuple):
     """A stream state (B, T, n, C) kept as a stored state plus mixes not applied to it yet.
 
     Each mix is (h_res (B, T, n, n) or (n, n), h_post (B, T, n) or (n,), branch output (B, T, C)),
-    applied in order as X ← H_res·X + H_postᵀ·F and rounded to ``storage``.
+    applied in order as X ← H_res·X + H_postᵀ·F and rounded to ``storage`` (by the Triton
+    post-mix kernel when ``use_kernels``).
     """
 
     base: torch.Tensor  # (B, T, n, C)
     mixes: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], ...]
     storage: torch.dtype
+    use_kernels: bool = False
 
 
-def _apply_mixes(base: torch.Tensor, storage: torch.dtype, flat_mixes: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _apply_mixes(
+    base: torch.Tensor, storage: torch.dtype, use_kernels: bool, flat_mixes: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     """The state after the mixes; ``flat_mixes`` is (h_res, h_post, F) repeated. Same rounding as storing each."""
     state = base
     with torch.autocast(device_type=base.device.type, enabled=False):
         for index in range(0, len(flat_mixes), 3):
             h_res, h_post, branch_output = flat_mixes[index : index + 3]
+            if use_kernels:
+                from labfolio.kit.mhc_triton import post_mix
+
+                state = post_mix(state, h_res, h_post, branch_output, storage)
+                continue
             mixed = weighted_slot_sum(h_res, state)  # (B, T, n, C) float32
             state = (mixed + h_post[..., None] * branch_output[:, :, None, :]).to(storage)
     return state
@@ -214,7 +235,7 @@ def materialize(state: torch.Tensor | PendingStreams) -> torch.Tensor:
         return state
     if not state.mixes:
         return state.base
-    return _apply_mixes(state.base, state.storage, _flatten(state.mixes))
+    return _apply_mixes(state.base, state.storage, state.use_kernels, _flatten(state.mixes))
 
 
 # --------------------------------------------------------------------------- the layer
@@ -244,11 +265,29 @@ def fast_mhc_coefficients(
     return h_pre, h_res, h_post
 
 
+def _kernel_coefficients_and_branch_input(
+    module: ManifoldHyperConnection, streams: torch.Tensor, storage: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pre-branch Triton kernel: coefficients, Sinkhorn and the branch input in one pass."""
+    from labfolio.kit.mhc_triton import pre_branch
+
+    bias = torch.cat([module.pre_bias, module.post_bias, module.res_bias.reshape(-1)]).float()
+    gates = torch.stack([module.pre_gate, module.post_gate, module.res_gate]).float()
+    with torch.autocast(device_type=streams.device.type, enabled=False):
+        branch_input, h_pre, h_res, h_post = pre_branch(
+            streams, module.phi.float(), bias, gates, module.sinkhorn_iters, module.sinkhorn_tau, _NORM_EPS, storage
+        )
+    return h_pre, h_res, h_post, branch_input
+
+
 def _coefficients_and_branch_input(
-    module: ManifoldHyperConnection, base: torch.Tensor, storage: torch.dtype, *flat_mixes: torch.Tensor
+    module: ManifoldHyperConnection, base: torch.Tensor, storage: torch.dtype, use_kernels: bool,
+    *flat_mixes: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Everything one connection derives from its state, rebuilt from ``base`` and the pending mixes."""
-    streams = _apply_mixes(base, storage, flat_mixes) if flat_mixes else base
+    streams = _apply_mixes(base, storage, use_kernels, flat_mixes) if flat_mixes else base
+    if use_kernels and module.dynamic:
+        return _kernel_coefficients_and_branch_input(module, streams, storage)
     batch, seq, _, width = streams.shape
     h_pre, h_res, h_post = fast_mhc_coefficients(module, streams)
     with torch.autocast(device_type=streams.device.type, enabled=False):
@@ -262,13 +301,16 @@ def fast_mhc_forward(
     module: ManifoldHyperConnection,
     state: torch.Tensor | PendingStreams,
     branch: Callable[[torch.Tensor], torch.Tensor],
+    use_kernels: bool = False,
 ) -> torch.Tensor | PendingStreams:
     """One mHC-wrapped branch: a (B, T, n, C) state in, the next state out (maybe still pending).
 
-    The state is stored in ``stream_storage_dtype`` of the first state the chain saw.
+    The state is stored in ``stream_storage_dtype`` of the first state the chain saw. With
+    ``use_kernels`` (the caller checked ``mhc_triton.kernels_usable``) the Triton kernels do the
+    mixing and the dynamic coefficients.
     """
     if isinstance(state, PendingStreams):
-        base, mixes, storage = state
+        base, mixes, storage, _ = state
     else:
         base, mixes, storage = state, (), stream_storage_dtype(state)
     batch, seq, _, width = base.shape
@@ -276,10 +318,12 @@ def fast_mhc_forward(
     if torch.is_grad_enabled():
         # Only the checkpoint's inputs (the stored state, the pending mixes) are kept for backward.
         h_pre, h_res, h_post, branch_input = checkpoint(
-            _coefficients_and_branch_input, module, base, storage, *flat_mixes, use_reentrant=False
+            _coefficients_and_branch_input, module, base, storage, use_kernels, *flat_mixes, use_reentrant=False
         )
     else:
-        h_pre, h_res, h_post, branch_input = _coefficients_and_branch_input(module, base, storage, *flat_mixes)
+        h_pre, h_res, h_post, branch_input = _coefficients_and_branch_input(
+            module, base, storage, use_kernels, *flat_mixes
+        )
     gates = torch.stack([module.pre_gate, module.post_gate, module.res_gate]).detach() if module.dynamic else None
     module.recorded = RecordedCoefficients("mhc", h_pre.detach(), h_post.detach(), h_res.detach(), gates)
 
@@ -290,9 +334,9 @@ def fast_mhc_forward(
     )
     mixes = mixes + ((h_res, h_post, branch_output),)
     if len(mixes) < RECOMPUTE_SEGMENT:
-        return PendingStreams(base, mixes, storage)
+        return PendingStreams(base, mixes, storage, use_kernels)
     flat_mixes = _flatten(mixes)
     if torch.is_grad_enabled():
         # Stored: it is the next segment's base. The states between are rebuilt in backward.
-        return checkpoint(_apply_mixes, base, storage, flat_mixes, use_reentrant=False)
-    return _apply_mixes(base, storage, flat_mixes)
+        return checkpoint(_apply_mixes, base, storage, use_kernels, flat_mixes, use_reentrant=False)
+    return _apply_mixes(base, storage, use_kernels, flat_mixes)

@@ -1,0 +1,399 @@
+"""The Triton kernels of mHC (labfolio.kit.mhc_kernels / mhc_triton) against the eager reference.
+
+Without a GPU the kernels run in triton's interpreter (TRITON_INTERPRET=1, set here before the
+kernels are imported), on CPU tensors; with one they are compiled and run on CUDA. The
+interpreter is slow, so every shape is tiny, chosen to hit partial token and channel blocks and
+padded stream counts. The tests skip only when triton is not installed, and fail then in CI.
+"""
+
+import copy
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+try:
+    import triton  # noqa: F401
+except ImportError:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("triton is not installed in CI: the mHC kernel tests must run there", pytrace=False)
+    pytest.skip("triton is not installed", allow_module_level=True)
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from labfolio.kit import mhc_fused  # noqa: E402
+from labfolio.kit import mhc_kernels, mhc_triton  # noqa: E402
+from labfolio.kit.connections import ConnectionConfig, ConnectionWarning  # noqa: E402
+from labfolio.kit.mhc import ManifoldHyperConnection  # noqa: E402
+from labfolio.kit.mhc_fused import materialize  # noqa: E402
+from labfolio.kit.models import GPT, GPTConfig  # noqa: E402
+from labfolio.kit.sinkhorn import doubly_stochastic_errors, sinkhorn  # noqa: E402
+
+INTERPRETED = mhc_kernels.INTERPRET
+DEVICE = "cpu" if INTERPRETED else "cuda"
+WIDTH = 72  # one full 64-channel block and a partial one
+ITERS = 5  # Sinkhorn iterations where the count is not the point (the interpreter is slow)
+
+
+def test_kernels_run_where_the_tests_can_check_them():
+    # A CPU-only run must be in interpreter mode, or every kernel test below would fail to launch.
+    assert INTERPRETED or torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def relative_error(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300)).item()
+
+
+def randn(*shape, seed, dtype=torch.float32, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(*shape, generator=generator)).to(dtype).to(DEVICE)
+
+
+def leaf(tensor):
+    return tensor.detach().clone().requires_grad_(True)
+
+
+# --- post-branch mix -----------------------------------------------------------------------------
+
+
+def eager_post_mix(x, h_res, h_post, f):
+    """The reference's formula in float64: H_res·X + H_postᵀ ⊗ F."""
+    return torch.einsum("btij,btjc->btic", h_res.double(), x.double()) + h_post.double()[..., None] * f.double()[:, :, None, :]
+
+
+@pytest.mark.parametrize(("dtype", "streams_count", "tolerance"), [
+    (torch.float32, 4, 1e-6), (torch.float32, 3, 1e-6), (torch.float32, 8, 1e-6), (torch.bfloat16, 4, 5e-3),
+])
+def test_post_mix_kernel_matches_the_eager_mix_and_every_gradient(dtype, streams_count, tolerance):
+    batch, seq, n = 2, 9, streams_count  # 18 tokens: one full 16-token block and a partial one
+    x = leaf(randn(batch, seq, n, WIDTH, seed=0, dtype=dtype))
+    h_res = leaf(torch.rand(batch, seq, n, n, generator=torch.Generator().manual_seed(1)).to(DEVICE))
+    h_post = leaf(2 * torch.rand(batch, seq, n, generator=torch.Generator().manual_seed(2)).to(DEVICE))
+    f = leaf(randn(batch, seq, WIDTH, seed=3, dtype=dtype))
+    grad_out = randn(batch, seq, n, WIDTH, seed=4, dtype=dtype)
+
+    out = mhc_triton.post_mix(x, h_res, h_post, f, dtype)
+    assert out.dtype == dtype and out.shape == x.shape
+    reference = eager_post_mix(x, h_res, h_post, f)
+    # bf16: the output is rounded once to bf16 (2^-9 relative), from an fp32 sum
+    assert relative_error(out, reference) < tolerance
+    grads = torch.autograd.grad(out, (x, h_res, h_post, f), grad_out)
+    reference_grads = torch.autograd.grad(reference, (x, h_res, h_post, f), grad_out.double())
+    for name, grad, expected in zip(("x", "h_res", "h_post", "f"), grads, reference_grads, strict=True):
+        assert grad.dtype == (dtype if name in ("x", "f") else torch.float32), name
+        # coefficient gradients are fp32 sums over the channels even for bf16 streams
+        limit = tolerance if name in ("x", "f") else 1e-5
+        assert relative_error(grad, expected) < limit, name
+
+
+def test_post_mix_kernel_reads_a_broadcast_state_and_static_coefficients_and_sums_their_gradients():
+    # The first connection reads the expanded embedding (stride 0 over streams); static mhc uses
+    # one (n, n) H_res for every token, so its gradient is the sum over tokens.
+    n = 4
+    embedding = leaf(randn(2, 5, WIDTH, seed=5))
+    h_res = leaf(torch.rand(n, n, generator=torch.Generator().manual_seed(6)).to(DEVICE))
+    h_post = leaf(torch.rand(n, generator=torch.Generator().manual_seed(7)).to(DEVICE))
+    f = leaf(randn(2, 5, WIDTH, seed=8))
+    state = embedding.unsqueeze(-2).expand(2, 5, n, WIDTH)
+    out = mhc_triton.post_mix(state, h_res, h_post, f, torch.float32)
+    reference = eager_post_mix(state, h_res.expand(2, 5, n, n), h_post.expand(2, 5, n), f)
+    assert relative_error(out, reference) < 1e-6
+    grad_out = randn(2, 5, n, WIDTH, seed=9)
+    grads = torch.autograd.grad(out, (embedding, h_res, h_post, f), grad_out)
+    reference_grads = torch.autograd.grad(reference, (embedding, h_res, h_post, f), grad_out.double())
+    for grad, expected in zip(grads, reference_grads, strict=True):
+        assert grad.shape == expected.shape
+        assert relative_error(grad, expected) < 1e-6
+
+
+# --- pre-branch side: projection, coefficients, Sinkhorn, branch input ---------------------------
+
+
+def pre_inputs(n, dtype, seed=10):
+    columns = 2 * n + n * n
+    x = leaf(randn(2, 9, n, WIDTH, seed=seed, dtype=dtype))
+    phi = leaf(randn(n * WIDTH, columns, seed=seed + 1, scale=(n * WIDTH) ** -0.5))
+    bias = leaf(randn(columns, seed=seed + 2))
+    gates = leaf(0.5 + torch.rand(3, generator=torch.Generator().manual_seed(seed + 3)).to(DEVICE))
+    return x, phi, bias, gates
+
+
+def eager_pre(x, phi, bias, gates, iters, tau, phi_dtype):
+    """The reference layer's coefficients and branch input, in float64 from the same values.
+
+    ``phi_dtype`` is the dtype φ enters the projection in (the streams' dtype when they are bf16).
+    """
+    batch, seq, n, width = x.shape
+    flat = x.double().reshape(batch, seq, n * width)
+    projected = F.rms_norm(flat, (n * width,), eps=1e-6) @ phi.to(phi_dtype).double()
+    pre, post, res = projected.split([n, n, n * n], dim=-1)
+    pre_bias, post_bias, res_bias = bias.double().split([n, n, n * n])
+    gates = gates.double()
+    h_pre = torch.sigmoid(gates[0] * pre + pre_bias)
+    h_post = 2 * torch.sigmoid(gates[1] * post + post_bias)
+    h_res = sinkhorn((gates[2] * res + res_bias).reshape(batch, seq, n, n), iters, tau)
+    branch_input = (h_pre[..., None] * x.double()).sum(dim=-2)
+    return branch_input, h_pre[..., None, :], h_res, h_post
+
+
+@pytest.mark.parametrize(("dtype", "streams_count", "iters", "tau"), [
+    (torch.float32, 4, 20, 1.0), (torch.float32, 3, ITERS, 0.7), (torch.float32, 8, ITERS, 1.0),
+    (torch.bfloat16, 4, ITERS, 1.0),
+])
+def test_pre_kernel_matches_the_reference_coefficients_branch_input_and_every_gradient(dtype, streams_count, iters, tau):
+    x, phi, bias, gates = pre_inputs(streams_count, dtype)
+    outputs = mhc_triton.pre_branch(x, phi, bias, gates, iters, tau, 1e-6)
+    references = eager_pre(x, phi, bias, gates, iters, tau, phi_dtype=dtype)
+    low = dtype == torch.bfloat16
+    # bf16: the branch input is rounded to bf16; the coefficients differ from float64 only by the
+    # fp32 accumulation of the bf16 products
+    for name, out, expected, limit in zip(
+        ("branch_input", "h_pre", "h_res", "h_post"), outputs, references, (5e-3 if low else 1e-6, 1e-5, 1e-5, 1e-5),
+        strict=True,
+    ):
+        assert out.shape == expected.shape, name
+        assert out.dtype == (dtype if name == "branch_input" else torch.float32), name
+        assert relative_error(out, expected) < limit, name
+    # Sinkhorn: rows are normalised last (exact to rounding); columns carry the same convergence
+    # error as the reference's float64 iteration
+    row_error, column_error = doubly_stochastic_errors(outputs[2])
+    reference_row_error, reference_column_error = doubly_stochastic_errors(references[2])
+    assert row_error < 1e-6
+    assert abs(column_error - reference_column_error) < 1e-6
+
+    generator = torch.Generator().manual_seed(20)
+    grad_outs = [torch.randn(r.shape, generator=generator).to(DEVICE) for r in references]
+    grad_outs[0] = grad_outs[0].to(dtype)
+    grad_outs[1] = torch.zeros_like(grad_outs[1])  # h_pre only feeds the branch input in the layer
+    inputs = (x, phi, bias, gates)
+    grads = torch.autograd.grad(outputs, inputs, grad_outs)
+    reference_grads = torch.autograd.grad(references, inputs, [g.double() for g in grad_outs])
+    # bf16: the state gradient is rounded to bf16 and φ's products take bf16 operands
+    for name, grad, expected in zip(("x", "phi", "bias", "gates"), grads, reference_grads, strict=True):
+        assert grad.dtype == inputs[("x", "phi", "bias", "gates").index(name)].dtype, name
+        assert relative_error(grad, expected) < (1e-2 if low else 2e-5), name
+
+
+def test_pre_kernel_passes_on_a_gradient_given_to_h_pre():
+    x, phi, bias, gates = pre_inputs(4, torch.float32, seed=30)
+    _, h_pre, _, _ = mhc_triton.pre_branch(x, phi, bias, gates, ITERS, 1.0, 1e-6)
+    _, reference_h_pre, _, _ = eager_pre(x, phi, bias, gates, ITERS, 1.0, torch.float32)
+    grad_out = randn(*h_pre.shape, seed=31)
+    grads = torch.autograd.grad(h_pre, (x, phi, bias, gates), grad_out)
+    reference_grads = torch.autograd.grad(reference_h_pre, (x, phi, bias, gates), grad_out.double())
+    for grad, expected in zip(grads, reference_grads, strict=True):
+        assert relative_error(grad, expected) < 2e-5
+
+
+def test_pre_kernel_sinkhorn_matches_the_reference_on_logits_far_from_the_identity():
+    # Large logits (spread ~20 / τ): Sinkhorn is far from converged after 20 iterations and its
+    # gradient is dominated by the iterations, not the exp.
+    x, phi, bias, gates = pre_inputs(4, torch.float32, seed=40)
+    with torch.no_grad():
+        bias.mul_(6)
+    _, _, h_res, _ = mhc_triton.pre_branch(x, phi, bias, gates, 20, 0.5, 1e-6)
+    _, _, reference, _ = eager_pre(x, phi, bias, gates, 20, 0.5, torch.float32)
+    assert relative_error(h_res, reference) < 1e-5
+    assert abs(doubly_stochastic_errors(h_res)[1] - doubly_stochastic_errors(reference)[1]) < 1e-5
+    grad_out = randn(*h_res.shape, seed=41)
+    (grad_bias,) = torch.autograd.grad(h_res, (bias,), grad_out)
+    (reference_grad_bias,) = torch.autograd.grad(reference, (bias,), grad_out.double())
+    assert relative_error(grad_bias, reference_grad_bias) < 1e-4
+
+
+# --- the layer -----------------------------------------------------------------------------------
+
+
+def mhc_config(**overrides) -> ConnectionConfig:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConnectionWarning)
+        return ConnectionConfig(connection="mhc", **overrides)
+
+
+def perturb(module: nn.Module, seed: int) -> None:
+    """Move connection parameters off their init, so that no gradient is zero by symmetry."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name.endswith("_gate"):
+                parameter.copy_(0.5 + torch.rand((), generator=generator))
+            elif name.endswith("_bias"):
+                parameter.add_(torch.randn(parameter.shape, generator=generator).to(parameter.device))
+
+
+class PreNormBranch(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x):
+        return self.linear(torch.tanh(self.norm(x)))
+
+
+def run_layer(impl, dynamic=True, streams_count=4, autocast=False, seed=0):
+    torch.manual_seed(seed)
+    module = ManifoldHyperConnection(mhc_config(mhc_impl=impl, dynamic=dynamic, streams=streams_count,
+                                                sinkhorn_iters=ITERS), WIDTH, 1).to(DEVICE)
+    perturb(module, seed=1)
+    branch = PreNormBranch(WIDTH).to(DEVICE)
+    streams = leaf(randn(2, 9, streams_count, WIDTH, seed=2))
+    with torch.autocast(device_type=DEVICE, dtype=torch.bfloat16, enabled=autocast):
+        out = materialize(module(streams, branch))
+    out.float().backward(randn(*out.shape, seed=3))
+    grads = {f"connection.{n}": p.grad for n, p in module.named_parameters()}
+    grads |= {f"branch.{n}": p.grad for n, p in branch.named_parameters()}
+    grads["streams"] = streams.grad
+    return out.detach(), grads, module.recorded
+
+
+@pytest.mark.parametrize(("dynamic", "streams_count"), [(True, 4), (True, 2), (False, 4)])
+def test_triton_mhc_layer_matches_the_reference_output_every_gradient_and_sinkhorn_errors(dynamic, streams_count):
+    out, grads, recorded = run_layer("triton", dynamic, streams_count)
+    ref_out, ref_grads, ref_recorded = run_layer("eager", dynamic, streams_count)
+    assert relative_error(out, ref_out) < 2e-6
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        assert relative_error(grads[name], ref_grads[name]) < 2e-5, name
+    for field in ("h_pre", "h_post", "h_res"):
+        assert getattr(recorded, field).shape == getattr(ref_recorded, field).shape, field
+        assert relative_error(getattr(recorded, field), getattr(ref_recorded, field)) < 2e-6, field
+    errors = [e.item() for e in doubly_stochastic_errors(recorded.h_res)]
+    reference_errors = [e.item() for e in doubly_stochastic_errors(ref_recorded.h_res)]
+    assert errors[0] < 1e-6
+    assert errors[1] == pytest.approx(reference_errors[1], abs=1e-6)
+
+
+def test_triton_mhc_under_bf16_autocast_matches_the_torch_fast_path_with_bf16_streams():
+    out, grads, recorded = run_layer("triton", autocast=True)
+    fast_out, fast_grads, _ = run_layer("fast", autocast=True)
+    ref_out, ref_grads, _ = run_layer("eager", autocast=True)
+    assert out.dtype == fast_out.dtype == torch.bfloat16
+    assert recorded.h_res.dtype == recorded.h_pre.dtype == recorded.h_post.dtype == torch.float32
+    # same bf16 storage, same fp32 coefficients: the two fast paths differ by a few bf16 roundings
+    assert relative_error(out, fast_out) < 5e-3
+    assert relative_error(out, ref_out) < 1e-2
+    for name in ref_grads:
+        assert relative_error(grads[name], fast_grads[name]) < 3e-2, name
+        assert relative_error(grads[name], ref_grads[name]) < 5e-2, name
+
+
+def test_triton_mhc_gpt_matches_the_reference_loss_gradients_and_diagnostics():
+    results = {}
+    idx = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    for impl in ("eager", "triton"):
+        torch.manual_seed(0)
+        connection = mhc_config(mhc_impl=impl, sinkhorn_iters=ITERS)
+        model = GPT(GPTConfig(block_size=8, depth=2, width=16, heads=2, connection=connection)).to(DEVICE)
+        perturb(model, seed=5)
+        _, loss = model(idx, idx)
+        loss.backward()
+        results[impl] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()}, model.diagnostics())
+    (ref_loss, ref_grads, ref_diag), (loss, grads, diag) = results["eager"], results["triton"]
+    assert relative_error(loss, ref_loss) < 1e-6
+    # The first connection sees identical streams, so its H_res gradient is rounding noise:
+    # compare every gradient relative to the larger of its own norm and a floor under all genuine ones.
+    floor = 1e-5 * torch.stack([g.norm() for g in ref_grads.values()]).max()
+    for name in ref_grads:
+        difference = (grads[name] - ref_grads[name]).norm()
+        assert difference <= 1e-4 * torch.maximum(ref_grads[name].norm(), floor), name
+    assert diag.keys() == ref_diag.keys()
+    assert diag["sinkhorn_row_err"] < 1e-6
+    assert diag["sinkhorn_col_err_raw"] == pytest.approx(ref_diag["sinkhorn_col_err_raw"], abs=1e-6)
+    for name in ref_diag:
+        assert diag[name] == pytest.approx(ref_diag[name], rel=1e-4, abs=1e-6), name
+
+
+def test_triton_mhc_compiles_as_one_graph_with_the_kernels_as_opaque_ops_and_matches_eager():
+    torch.manual_seed(0)
+    module = ManifoldHyperConnection(mhc_config(mhc_impl="triton", sinkhorn_iters=ITERS), WIDTH, 1).to(DEVICE)
+    perturb(module, seed=1)
+    branch = PreNormBranch(WIDTH).to(DEVICE)
+
+    def step(streams):
+        return materialize(module(streams, branch))
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    streams = leaf(randn(2, 9, 4, WIDTH, seed=2))
+    eager_out = step(streams)
+    (eager_grad,) = torch.autograd.grad(eager_out.square().sum(), streams)
+    compiled_out = compiled(streams)
+    (compiled_grad,) = torch.autograd.grad(compiled_out.square().sum(), streams)
+    torch._dynamo.reset()
+    assert relative_error(compiled_out, eager_out) < 1e-6
+    assert relative_error(compiled_grad, eager_grad) < 1e-5
+
+
+# --- which path runs -----------------------------------------------------------------------------
+
+
+def _kernel_calls(monkeypatch):
+    calls = []
+    for name in ("post_mix", "pre_branch"):
+        original = getattr(mhc_triton, name)
+        monkeypatch.setattr(mhc_triton, name, lambda *a, _original=original, _name=name, **k: calls.append(_name) or _original(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize(("impl", "dtype", "expected"), [
+    ("triton", torch.float32, ["pre_branch", "post_mix"]),
+    ("triton", torch.float64, []),  # float64 streams: the torch fast path
+    ("fast", torch.float32, []),
+])
+def test_mhc_impl_triton_runs_the_kernels_where_they_apply(monkeypatch, impl, dtype, expected):
+    calls = _kernel_calls(monkeypatch)
+    module = ManifoldHyperConnection(mhc_config(mhc_impl=impl, sinkhorn_iters=ITERS), WIDTH, 0).to(DEVICE).to(dtype)
+    state = randn(1, 3, 4, WIDTH, seed=0, dtype=dtype)
+    for _ in range(mhc_fused.RECOMPUTE_SEGMENT):
+        state = module(state, lambda x: 2 * x)
+    assert sorted(set(calls)) == sorted(expected)
+
+
+def test_a_model_running_the_kernels_deep_copies():
+    # EMA and checkpoint averaging copy whole models; the layer must hold nothing uncopyable.
+    module = ManifoldHyperConnection(mhc_config(mhc_impl="triton"), WIDTH, 0)
+    assert module.kernels_available
+    copy.deepcopy(module)
+
+
+def test_auto_on_cpu_is_the_reference_and_does_not_load_the_kernels(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    module = ManifoldHyperConnection(mhc_config(mhc_impl="auto"), WIDTH, 0)
+    assert not module.kernels_available
+    assert isinstance(module(randn(1, 3, 4, WIDTH, seed=0).cpu(), lambda x: 2 * x), torch.Tensor)
+
+
+def test_triton_impl_without_triton_warns_and_runs_the_torch_fast_path():
+    code = (
+        "import sys, warnings; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "from labfolio.kit.connections import ConnectionConfig\n"
+        "from labfolio.kit.mhc import ManifoldHyperConnection\n"
+        "from labfolio.kit.mhc_fused import materialize\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    module = ManifoldHyperConnection(ConnectionConfig(connection='mhc', mhc_impl='triton'), 8, 0)\n"
+        "assert not module.kernels_available\n"
+        "assert any('triton does not import' in str(w.message) for w in caught)\n"
+        "out = materialize(module(torch.randn(1, 2, 4, 8), lambda x: 2 * x))\n"
+        "print(tuple(out.shape))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 2, 4, 8)"
