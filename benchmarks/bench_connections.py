@@ -4,11 +4,15 @@ Trains the byte-level GPT from ``labfolio.kit`` for a few steps per variant (for
 fused AdamW, bf16 autocast) in eager mode and under ``torch.compile``, and prints one table per
 shape. Shapes: ``gpt2s`` is GPT-2 small (12 layers, width 768, 12 heads), ``wide`` is 8 layers of
 width 2048 (16 heads), both at sequence 1024, batch 16. ``mhc`` is the eager reference
-(``mhc_impl="eager"``), ``mhc-fast`` the fast path (``mhc_impl="fast"``).
+(``mhc_impl="eager"``), ``mhc-fast`` the fast path (``mhc_impl="fast"``), ``mhc-triton`` the fast
+path with its Triton kernels (``mhc_impl="triton"``; on CPU, or without triton, it runs the torch
+fast path, and its row's note says so).
 
     python benchmarks/bench_connections.py                          # GPU, both shapes
     python benchmarks/bench_connections.py --shapes gpt2s --modes compile
     python benchmarks/bench_connections.py --cpu-smoke              # tiny shape on CPU, seconds
+    python benchmarks/bench_connections.py --shapes gpt2s --modes compile --compile-unit block \
+        --connections residual,mhc,mhc-fast,mhc-triton            # the fast-mHC issue's target
 
 If the ``hyper_connections`` package is importable, its HC, mHC and mHC v2 modules are measured
 as ``peer-hc`` / ``peer-mhc`` / ``peer-mhcv2`` rows in the same model, for reference.
@@ -42,7 +46,8 @@ SHAPES = {  # name -> (depth, width, heads)
     "gpt2s": (12, 768, 12),  # GPT-2 small, the shape of the peer anchor in the fast-mHC issue
     "wide": (8, 2048, 16),  # how the overhead scales with width
 }
-CONNECTIONS = ("residual", "hc", "mhc", "mhc-fast")
+CONNECTIONS = ("residual", "hc", "mhc", "mhc-fast", "mhc-triton")
+_MHC_IMPLS = {"mhc": "eager", "mhc-fast": "fast", "mhc-triton": "triton"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -99,7 +104,7 @@ def build_model(args: argparse.Namespace, connection: str, shape: tuple[int, int
     """Our GPT with ``connection``; ``peer-*`` rows swap in the peer package's modules."""
     torch.manual_seed(0)
     depth, width, heads = shape
-    ours, impl = {"mhc": ("mhc", "eager"), "mhc-fast": ("mhc", "fast")}.get(connection, (connection, "eager"))
+    ours, impl = ("mhc", _MHC_IMPLS[connection]) if connection in _MHC_IMPLS else (connection, "eager")
     if connection.startswith("peer-"):
         ours = "residual"
     connection_config = ConnectionConfig(
@@ -170,6 +175,8 @@ def measure(
            "streams": 1 if connection == "residual" else args.streams}
     model = build_model(args, connection, shape).to(device)
     row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    if connection == "mhc-triton":
+        row["note"] = _kernel_note(model, device)
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=fused)
     step_model = model
@@ -210,6 +217,17 @@ def measure(
     row["tokens_per_s"] = args.batch * args.seq * args.steps / elapsed
     row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
     return row
+
+
+def _kernel_note(model: GPT, device: torch.device) -> str:
+    """Which path an ``mhc-triton`` row measured: the kernels, or the torch fast path and why."""
+    from labfolio.kit.mhc import ManifoldHyperConnection
+
+    layer = next(m for m in model.modules() if isinstance(m, ManifoldHyperConnection))
+    if not layer.kernels_available:
+        return "torch fast path: triton does not import"
+    probe = torch.zeros(1, 1, layer.num_streams, model.config.width, device=device)
+    return "triton kernels" if layer.uses_kernels(probe) else f"torch fast path: no kernels on {device.type}"
 
 
 def _saved_activation_bytes(train_step: Callable[[], torch.Tensor]) -> int:
@@ -277,7 +295,7 @@ def format_row(r: dict, rows: list[dict]) -> str:
         f"{r['params_m']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_step']:.1f}",
         "n/a" if math.isnan(overhead) else f"{100 * overhead:+.0f}%", _format_memory(r["peak_mem_gib"]),
         "n/a" if math.isnan(memory_ratio) else f"{memory_ratio:.2f}",
-        f"{r['saved_gib']:.3f}" if "saved_gib" in r else "", f"{r['warmup_s']:.1f}", "",
+        f"{r['saved_gib']:.3f}" if "saved_gib" in r else "", f"{r['warmup_s']:.1f}", r.get("note", ""),
     ])
 
 

@@ -498,7 +498,7 @@ def test_connections_benchmark_runs_a_tiny_side_by_side_on_cpu(capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     rows = bench.main(["--cpu-smoke", "--steps", "2", "--warmup", "1", "--no-peer"])
-    assert [row["connection"] for row in rows] == ["residual", "hc", "mhc", "mhc-fast"]
+    assert [row["connection"] for row in rows] == ["residual", "hc", "mhc", "mhc-fast", "mhc-triton"]
     assert all(row["tokens_per_s"] > 0 for row in rows)
     # activation bytes saved for backward are measured on CPU too; mhc keeps more than residual
     saved = {row["connection"]: row["saved_gib"] for row in rows}

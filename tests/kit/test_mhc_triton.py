@@ -397,3 +397,35 @@ def test_triton_impl_without_triton_warns_and_runs_the_torch_fast_path():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 2, 4, 8)"
+
+
+# --- compiled on a GPU (skipped without one; run on the device) ----------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or INTERPRETED, reason="needs a CUDA device and compiled kernels")
+def test_triton_mhc_gpt_compiled_per_block_under_bf16_autocast_matches_the_reference():
+    results = {}
+    idx = torch.randint(0, 256, (4, 64), generator=torch.Generator().manual_seed(9)).cuda()
+    for impl in ("eager", "triton"):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=64, depth=4, width=128, heads=4, connection=mhc_config(mhc_impl=impl)))
+        perturb(model, seed=8)
+        model = model.cuda()
+        if impl == "triton":
+            for block in model.blocks:
+                block.compile()
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            _, loss = model(idx, idx)
+        loss.backward()
+        results[impl] = (loss.detach().float(), {n: p.grad.float() for n, p in model.named_parameters()},
+                         model.diagnostics())
+    torch._dynamo.reset()
+    (ref_loss, ref_grads, ref_diag), (loss, grads, diag) = results["eager"], results["triton"]
+    # bf16 stream storage and bf16 projection operands, as the torch fast path's CUDA test allows
+    assert relative_error(loss, ref_loss) < 1e-3
+    floor = 1e-3 * torch.stack([g.norm() for g in ref_grads.values()]).max()
+    for name in ref_grads:
+        difference = (grads[name] - ref_grads[name]).norm()
+        assert difference <= 8e-2 * torch.maximum(ref_grads[name].norm(), floor), name
+    assert diag["sinkhorn_row_err"] < 1e-6
+    assert diag["sinkhorn_col_err_raw"] == pytest.approx(ref_diag["sinkhorn_col_err_raw"], rel=1e-2)
