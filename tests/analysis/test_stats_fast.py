@@ -5,6 +5,9 @@ minus per-call overhead; the notebook's pinned numbers depend on them matching e
 """
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -82,6 +85,25 @@ def test_t_quantile_matches_scipy_t_ppf_exactly():
     for q in (0.5 + 0.95 / 2, 0.5 + 0.9 / 2, 0.5 + 0.99 / 2, 1 - 0.05 / 2, 1 - 0.05 / 60, 0.75):
         for df in [*range(1, 200), 0.5, 2.5, 1e4, 1e7]:
             assert stats._t_quantile(q, df) == float(scipy_stats.t.ppf(q, df)), (q, df)
+
+
+def test_t_distribution_functions_are_scipy_specials_without_importing_it():
+    # in a fresh interpreter: _special() loads only the compiled ufuncs, which are the very objects
+    # scipy.special exports once it is imported after them, and scipy.stats still works
+    script = textwrap.dedent("""
+        import sys
+        from labfolio.analysis import stats
+        module = stats._special()
+        assert "scipy.special" not in sys.modules, "the whole package was imported"
+        assert stats._t_quantile(0.975, 4) > 2.7
+        from scipy import special
+        from scipy import stats as scipy_stats
+        assert module.stdtr is special.stdtr and module.stdtrit is special.stdtrit
+        assert stats._t_quantile(0.975, 4) == float(scipy_stats.t.ppf(0.975, 4))
+        assert stats._special() is module
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("size", [*range(1, 41), 63, 64, 65, 127, 128, 129, 200])

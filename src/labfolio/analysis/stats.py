@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -54,12 +55,50 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=1)
 def _special():
-    # scipy.stats takes ~1 s to import and scipy.special ~0.3 s; the t distribution's functions
-    # live in scipy.special, and only summaries and comparisons need them, not `import labfolio`
+    """The module holding scipy's t distribution functions (``stdtr``, ``stdtrit``).
+
+    scipy.stats takes ~1 s to import and scipy.special ~0.3 s, so neither is imported with
+    labfolio; only summaries and comparisons need the t distribution. Its functions are ufuncs of
+    the compiled ``scipy.special._ufuncs``, the same objects scipy.special exports, and most of
+    the 0.3 s is the package around them (its array-API layer imports and wraps much of numpy):
+    a cold notebook write of 10,000 runs spends longer importing it than on every t quantile and
+    Welch test it computes. So while scipy.special is not imported yet, only that module is
+    loaded (see ``_ufuncs_alone``); where that fails, the whole package is imported as usual."""
+    if "scipy.special" not in sys.modules:
+        try:
+            return _ufuncs_alone()
+        except Exception:  # another scipy layout: the package is the sure way
+            pass
     from scipy import special
 
     return special
+
+
+def _ufuncs_alone():
+    # Importing scipy.special._ufuncs would first run the package's __init__; an empty module
+    # object stands in for the package while its extension modules load (they only need its
+    # __path__ to find each other), and is removed again before anything else can import it: a
+    # later `import scipy.special` runs the real __init__, which reuses the loaded extensions.
+    # Only in a process without other threads, where no one else can see the stand-in.
+    import importlib
+    import importlib.util
+    import threading
+
+    if threading.active_count() > 1:
+        raise ImportError("other threads could import scipy.special meanwhile")
+    spec = importlib.util.find_spec("scipy.special")  # imports scipy itself (~5 ms), not scipy.special
+    stand_in = importlib.util.module_from_spec(spec)
+    sys.modules["scipy.special"] = stand_in
+    try:
+        ufuncs = importlib.import_module("scipy.special._ufuncs")
+    finally:
+        if sys.modules.get("scipy.special") is stand_in:
+            del sys.modules["scipy.special"]
+    if not all(callable(getattr(ufuncs, name, None)) for name in ("stdtr", "stdtrit")):
+        raise ImportError("scipy.special._ufuncs has no stdtr/stdtrit")
+    return ufuncs
 
 
 @functools.lru_cache(maxsize=1024)
