@@ -8,8 +8,8 @@ n ≤ 8 streams, C channels):
   bf16, fp16 or fp32, always widened to fp32 in registers;
 - coefficients are fp32 and contiguous: ``h_pre`` (N, n), ``h_post`` (N, n), ``h_res`` (N, n, n)
   (destination-major, as in ``labfolio.kit.stream_mixing``);
-- the projection φ (n·C, 2n + n²) and the bias (2n + n²) are handed to the kernels padded to
-  ``_padded_phi_columns`` columns, [pre | post | res] at column offsets 0, 16 and 32, with the
+- the projection φ (n·C, 2n + n²) and the bias (2n + n²) are handed to the kernels padded by
+  ``pad_phi`` to 32 + NP² columns, [pre | post | res] at column offsets 0, 16 and 32, with the
   res block laid out as an NP×NP matrix (NP = n rounded up to a power of two, at least 4), so
   that each block is a valid ``tl.dot`` operand and the res block reshapes to (NP, NP) in
   registers. Padded columns are zero and padded matrix entries are masked out of Sinkhorn.
@@ -42,7 +42,6 @@ __all__ = [
     "launch_pre_backward",
     "pad_phi",
     "padded_streams",
-    "unpadded_columns",
 ]
 
 PHI_BLOCK = 16  # columns of φ's pre and post blocks: the smallest tl.dot operand width
@@ -58,22 +57,20 @@ def padded_streams(num_streams: int) -> int:
     return max(4, triton.next_power_of_2(num_streams))
 
 
-def unpadded_columns(num_streams: int) -> torch.Tensor:
-    """For each column of the unpadded φ (2n + n² of them), its column in the padded layout."""
-    n, np_ = num_streams, padded_streams(num_streams)
-    pre = list(range(n))
-    post = [PHI_BLOCK + i for i in range(n)]
-    res = [_RES_OFFSET + i * np_ + j for i in range(n) for j in range(n)]
-    return torch.tensor(pre + post + res)
-
-
 def pad_phi(phi: torch.Tensor, num_streams: int, dtype: torch.dtype) -> torch.Tensor:
-    """φ (F, 2n + n²) or a bias (2n + n²,) scattered into the padded column layout, in ``dtype``."""
-    np_ = padded_streams(num_streams)
-    columns = unpadded_columns(num_streams).to(phi.device)
-    padded = phi.new_zeros((*phi.shape[:-1], _RES_OFFSET + np_ * np_), dtype=dtype)
-    padded[..., columns] = phi.to(dtype)
-    return padded.contiguous()
+    """φ (F, 2n + n²) or a bias (2n + n²,) scattered into the padded column layout, in ``dtype``.
+
+    Slice copies on the device: an index tensor built on the host would cost a host-to-device
+    copy, which waits for the stream, on every call.
+    """
+    n, np_ = num_streams, padded_streams(num_streams)
+    leading = phi.shape[:-1]
+    padded = phi.new_zeros((*leading, _RES_OFFSET + np_ * np_), dtype=dtype)
+    padded[..., :n] = phi[..., :n]
+    padded[..., PHI_BLOCK : PHI_BLOCK + n] = phi[..., n : 2 * n]
+    res_block = padded[..., _RES_OFFSET:].unflatten(-1, (np_, np_))
+    res_block[..., :n, :n] = phi[..., 2 * n :].unflatten(-1, (n, n))
+    return padded
 
 
 # --------------------------------------------------------------------------- post-branch mix
@@ -489,19 +486,20 @@ def _pre_meta(x: torch.Tensor, num_streams: int) -> dict:
 
 
 def launch_pre(
-    x: torch.Tensor, phi: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor, iters: int, tau: float, eps: float,
-    branch_dtype: torch.dtype,
+    x: torch.Tensor, phi_padded: torch.Tensor, bias_padded: torch.Tensor, gates: torch.Tensor,
+    iters: int, tau: float, eps: float, branch_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, ...]:
     """The branch input and the coefficients of one dynamic mHC connection.
 
-    x (N, n, C); φ (n·C, 2n + n²), bias (2n + n²,) [pre | post | res, row-major], gates (3,) = (α_pre,
-    α_post, α_res), all fp32. Returns (branch input (N, C) in ``branch_dtype``, h_pre (N, n), h_post (N, n),
-    h_res (N, n, n), proj (N, 2n + n²) = RMSNorm(x)·φ, inv_rms (N,)), coefficients fp32.
+    x (N, n, C); φ (n·C, 2n + n²) and the bias (2n + n²,) [pre | post | res, row-major] padded by
+    ``pad_phi``, fp32; gates (3,) = (α_pre, α_post, α_res). Returns (branch input (N, C) in
+    ``branch_dtype``, h_pre (N, n), h_post (N, n), h_res (N, n, n), proj (N, 2n + n²) = RMSNorm(x)·φ,
+    inv_rms (N,)), all but the branch input fp32.
     """
     num_tokens, num_streams, width = _check_streams(x)
     meta = _pre_meta(x, num_streams)
-    phi_padded = pad_phi(phi, num_streams, _phi_dtype(x))
-    bias_padded = pad_phi(bias, num_streams, torch.float32)
+    phi_padded = phi_padded.to(_phi_dtype(x)).contiguous()
+    bias_padded = bias_padded.to(torch.float32).contiguous()
     columns = 2 * num_streams + num_streams * num_streams
     device = x.device
     branch = torch.empty((num_tokens, width), dtype=branch_dtype, device=device)
@@ -522,7 +520,7 @@ def launch_pre(
 
 def launch_pre_backward(
     grad_branch: torch.Tensor, grad_h_pre: torch.Tensor, grad_h_post: torch.Tensor, grad_h_res: torch.Tensor,
-    x: torch.Tensor, phi: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor,
+    x: torch.Tensor, phi_padded: torch.Tensor, bias_padded: torch.Tensor, gates: torch.Tensor,
     proj: torch.Tensor, inv_rms: torch.Tensor, iters: int, tau: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_x in x's dtype, grad_logits (N, 2n + n²) fp32) of ``launch_pre``'s outputs.
@@ -532,8 +530,8 @@ def launch_pre_backward(
     """
     num_tokens, num_streams, width = _check_streams(x)
     meta = _pre_meta(x, num_streams)
-    phi_padded = pad_phi(phi, num_streams, _phi_dtype(x))
-    bias_padded = pad_phi(bias, num_streams, torch.float32)
+    phi_padded = phi_padded.to(_phi_dtype(x)).contiguous()
+    bias_padded = bias_padded.to(torch.float32).contiguous()
     columns = 2 * num_streams + num_streams * num_streams
     grad_x = torch.empty((num_tokens, num_streams, width), dtype=x.dtype, device=x.device)
     grad_logits = torch.empty((num_tokens, columns), dtype=torch.float32, device=x.device)

@@ -108,13 +108,14 @@ def post_mix(streams: Tensor, h_res: Tensor, h_post: Tensor, branch_output: Tens
 
 @torch.library.custom_op("labfolio::mhc_pre", mutates_args=())
 def _pre_op(
-    x: Tensor, phi: Tensor, bias: Tensor, gates: Tensor, iters: int, tau: float, eps: float, branch_dtype: torch.dtype
+    x: Tensor, phi_padded: Tensor, bias_padded: Tensor, gates: Tensor, iters: int, tau: float, eps: float,
+    branch_dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return kernels.launch_pre(x, phi, bias, gates, iters, tau, eps, branch_dtype)
+    return kernels.launch_pre(x, phi_padded, bias_padded, gates, iters, tau, eps, branch_dtype)
 
 
 @_pre_op.register_fake
-def _(x, phi, bias, gates, iters, tau, eps, branch_dtype):
+def _(x, phi_padded, bias_padded, gates, iters, tau, eps, branch_dtype):
     tokens, num_streams, width = x.shape
     fp32 = dict(dtype=torch.float32)
     return (
@@ -122,7 +123,7 @@ def _(x, phi, bias, gates, iters, tau, eps, branch_dtype):
         x.new_empty((tokens, num_streams), **fp32),
         x.new_empty((tokens, num_streams), **fp32),
         x.new_empty((tokens, num_streams, num_streams), **fp32),
-        x.new_empty((tokens, phi.shape[1]), **fp32),
+        x.new_empty((tokens, 2 * num_streams + num_streams * num_streams), **fp32),
         x.new_empty((tokens,), **fp32),
     )
 
@@ -130,27 +131,28 @@ def _(x, phi, bias, gates, iters, tau, eps, branch_dtype):
 @torch.library.custom_op("labfolio::mhc_pre_backward", mutates_args=())
 def _pre_backward_op(
     grad_branch: Tensor, grad_h_pre: Tensor, grad_h_post: Tensor, grad_h_res: Tensor,
-    x: Tensor, phi: Tensor, bias: Tensor, gates: Tensor, proj: Tensor, inv_rms: Tensor, iters: int, tau: float,
+    x: Tensor, phi_padded: Tensor, bias_padded: Tensor, gates: Tensor, proj: Tensor, inv_rms: Tensor,
+    iters: int, tau: float,
 ) -> tuple[Tensor, Tensor]:
     return kernels.launch_pre_backward(
-        grad_branch, grad_h_pre, grad_h_post, grad_h_res, x, phi, bias, gates, proj, inv_rms, iters, tau
+        grad_branch, grad_h_pre, grad_h_post, grad_h_res, x, phi_padded, bias_padded, gates, proj, inv_rms, iters, tau
     )
 
 
 @_pre_backward_op.register_fake
-def _(grad_branch, grad_h_pre, grad_h_post, grad_h_res, x, phi, bias, gates, proj, inv_rms, iters, tau):
+def _(grad_branch, grad_h_pre, grad_h_post, grad_h_res, x, phi_padded, bias_padded, gates, proj, inv_rms, iters, tau):
     return x.new_empty(x.shape), proj.new_empty(proj.shape)
 
 
 def _pre_setup(ctx, inputs, output):
-    x, phi, bias, gates, iters, tau, _, branch_dtype = inputs
+    x, phi_padded, bias_padded, gates, iters, tau, _, branch_dtype = inputs
     *_, proj, inv_rms = output
-    ctx.save_for_backward(x, phi, bias, gates, proj, inv_rms)
+    ctx.save_for_backward(x, phi_padded, bias_padded, gates, proj, inv_rms)
     ctx.iters, ctx.tau, ctx.branch_dtype = iters, tau, branch_dtype
 
 
 def _pre_backward(ctx, grad_branch, grad_h_pre, grad_h_post, grad_h_res, _grad_proj, _grad_inv_rms):
-    x, phi, bias, gates, proj, inv_rms = ctx.saved_tensors
+    x, phi_padded, bias_padded, gates, proj, inv_rms = ctx.saved_tensors
     tokens, num_streams, width = x.shape
     # Outputs that fed nothing get no gradient; the kernel reads zeros for them.
     if grad_branch is None:
@@ -160,7 +162,8 @@ def _pre_backward(ctx, grad_branch, grad_h_pre, grad_h_post, grad_h_res, _grad_p
     grad_h_post = zeros((tokens, num_streams)) if grad_h_post is None else grad_h_post
     grad_h_res = zeros((tokens, num_streams, num_streams)) if grad_h_res is None else grad_h_res
     grad_x, grad_logits = _pre_backward_op(
-        grad_branch, grad_h_pre, grad_h_post, grad_h_res, x, phi, bias, gates, proj, inv_rms, ctx.iters, ctx.tau
+        grad_branch, grad_h_pre, grad_h_post, grad_h_res, x, phi_padded, bias_padded, gates, proj, inv_rms,
+        ctx.iters, ctx.tau,
     )
     n = num_streams
     sizes = [n, n, n * n]
@@ -169,12 +172,16 @@ def _pre_backward(ctx, grad_branch, grad_h_pre, grad_h_post, grad_h_res, _grad_p
     grad_gates = torch.stack([
         (g * p).sum() for g, p in zip(grad_logits.split(sizes, dim=1), proj.split(sizes, dim=1), strict=True)
     ])
-    gate_per_column = torch.repeat_interleave(gates.to(torch.float32), torch.tensor(sizes, device=x.device))
+    gates32 = gates.to(torch.float32)
+    gate_per_column = torch.cat([gates32[group].expand(size) for group, size in enumerate(sizes)])
     grad_raw = grad_logits * gate_per_column * inv_rms[:, None]  # gradient of x·φ (before 1/RMS)
     grad_phi = None
     if ctx.needs_input_grad[1]:
-        grad_phi = _matmul(x.reshape(tokens, n * width).transpose(0, 1), grad_raw).to(phi.dtype)
-    return grad_x, grad_phi, grad_bias.to(bias.dtype), grad_gates.to(gates.dtype), None, None, None, None
+        # φ's gradient in the padded layout, zero in the padding: the padding feeds no output.
+        grad_phi = _matmul(x.reshape(tokens, n * width).transpose(0, 1), grad_raw)
+        grad_phi = kernels.pad_phi(grad_phi, n, phi_padded.dtype)
+    grad_bias = kernels.pad_phi(grad_bias, n, bias_padded.dtype)
+    return grad_x, grad_phi, grad_bias, grad_gates.to(gates.dtype), None, None, None, None
 
 
 _pre_op.register_autograd(_pre_backward, setup_context=_pre_setup)
@@ -192,8 +199,11 @@ def pre_branch(
     """
     batch, seq, num_streams, width = streams.shape
     tokens = batch * seq
+    # Padded outside the op, so that a compiled graph fuses the padding (and its backward).
+    phi_padded = kernels.pad_phi(phi, num_streams, torch.float32)
+    bias_padded = kernels.pad_phi(bias, num_streams, torch.float32)
     branch_input, h_pre, h_post, h_res, _, _ = _pre_op(
-        streams.reshape(tokens, num_streams, width), phi, bias, gates, iters, tau, eps,
+        streams.reshape(tokens, num_streams, width), phi_padded, bias_padded, gates, iters, tau, eps,
         streams.dtype if branch_dtype is None else branch_dtype,
     )
     return (
