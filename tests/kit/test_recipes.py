@@ -219,6 +219,8 @@ def test_compile_for_training_compiles_each_block_or_the_model_on_cuda_and_nothi
     model = fresh()
     assert compile_for_training(model, True, "block", torch.device("cuda")) is model
     assert all(block._compiled_call_impl is not None for block in model.blocks)
+    with pytest.raises(labfolio.ConfigError, match="compile_mode"):
+        compile_for_training(fresh(), True, "block", torch.device("cuda"), mode="fastest")
     whole = compile_for_training(fresh(), True, "model", torch.device("cuda"))
     assert whole is not model and hasattr(whole, "_orig_mod")
     with pytest.raises(labfolio.ConfigError, match="compile_unit"):
@@ -246,3 +248,16 @@ def test_augmentation_values_out_of_range_are_config_errors():
                        ("--drop-path=1", "drop_path"), ("--mixup-alpha=-1", "mixup_alpha")):
         with pytest.raises(labfolio.ConfigError, match=name):
             classify.ClassifyConfig(**{name: float(flag.split("=")[1])})
+
+
+def test_block_compilation_raises_the_recompile_limit_to_a_graph_per_block_in_train_and_eval(monkeypatch):
+    import torch._dynamo.config as dynamo_config
+
+    from labfolio.kit.models.vit import ViT, ViTConfig
+    from labfolio.kit.recipes import compile_for_training
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    monkeypatch.setattr(dynamo_config, name, 8)
+    deep = ViT(ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, depth=12, width=16, heads=2))
+    compile_for_training(deep, True, "block", torch.device("cuda"))
+    assert getattr(dynamo_config, name) >= 2 * 12

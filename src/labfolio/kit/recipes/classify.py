@@ -128,6 +128,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
     compile: bool = False  # torch.compile the model on CUDA
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
     threads: int = 0  # torch CPU threads (0 = torch's default)
 
     def __post_init__(self) -> None:
@@ -327,7 +328,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
-    step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device)
+    step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
     order_generator = torch.Generator().manual_seed(cfg.seed)
     augment_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     mix_rng = np.random.default_rng(cfg.seed + 2)

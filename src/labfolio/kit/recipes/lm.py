@@ -93,6 +93,7 @@ class LMConfig(ConnectionFields, TrackingFields):
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
     compile: bool = False  # torch.compile the model on CUDA
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
     threads: int = 0  # torch CPU threads (0 = torch's default)
 
     def __post_init__(self) -> None:
@@ -173,7 +174,7 @@ def train(cfg: LMConfig) -> RecipeResult:
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
-    step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device)
+    step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
     tokens_per_step = cfg.batch_size * cfg.block_size
 
     run = start_run(cfg, model_config, tokens_per_step=tokens_per_step)
