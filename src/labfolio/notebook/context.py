@@ -26,6 +26,7 @@ class Context:
     rules: list = field(default_factory=list)  # project health rules (analysis Rule)
     plots: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # experiment -> [(caption, vault path)]
     fragments: Any = None  # a FragmentCache: pieces of the logs kept per experiment fingerprint
+    ahead: Any = None  # a ResultsAhead: results computed by the writer's process during a large write
     _fingerprints: Any = None
     _results: dict[str, dict] = field(default_factory=dict)
     _memo: dict[tuple, Any] = field(default_factory=dict)
@@ -101,8 +102,12 @@ class Context:
 
     def results(self, exp: ExperimentInfo) -> dict:
         if exp.name not in self._results:
-            self._results[exp.name] = experiment_results(exp, self.proposals, self.cache,
-                                                         keyed=self.results_key(exp))
+            found = self.ahead.take(exp) if self.ahead is not None else None
+            if found is not None:  # computed by the writer's process (see results_ahead.py)
+                self.cache.put(self.results_key(exp)[0], found)
+            else:
+                found = experiment_results(exp, self.proposals, self.cache, keyed=self.results_key(exp))
+            self._results[exp.name] = found
         return self._results[exp.name]
 
     # -- paths (relative to the vault root, without .md, as wikilinks want them) --

@@ -246,6 +246,41 @@ def _collector_paused():
             gc.enable()
 
 
+@contextmanager
+def _results_ahead(ctx: Context, state: VaultState, writer: NoteWriter):
+    """A ResultsAhead (see results_ahead.py) set on `ctx` while the block runs, when so many
+    experiments need their results computed that the writer's process is started for them at
+    once; else None. Those are the experiments with no cached results whose notes are not kept
+    as written (a kept note and cached fragments need no results)."""
+    from .results_ahead import MIN_EXPERIMENTS, ResultsAhead
+
+    def needs_results(exp) -> bool:
+        # a note recorded with this fingerprint is likely kept: its results are not needed (and
+        # not even their key is computed, as in a regeneration with no change)
+        kept = (state.files.get(f"experiments/{exp.folder}/experiment.md") or {}).get("fp")
+        if kept is not None and kept == ctx.fingerprint(exp):
+            return False
+        return not ctx.cache.has(ctx.results_key(exp)[0])
+
+    needed = [exp for exp in ctx.snapshot.experiments if needs_results(exp)]
+    if len(needed) < MIN_EXPERIMENTS or not writer.forks:
+        yield None
+        return
+    # the first one here, before the fork: the renderer needs it first, and the worker inherits
+    # what computing it loads (scipy's t distribution, imported once no other thread runs)
+    ctx.results(needed[0])
+    if not writer.start_worker():
+        yield None
+        return
+    ahead = ctx.ahead = ResultsAhead(ctx, writer, needed)
+    try:
+        ahead.top_up()
+        yield ahead
+    finally:
+        ahead.close()
+        ctx.ahead = None
+
+
 def write_vault(store, out_dir: str | os.PathLike | None = None, *, sync: bool = True, plots: bool = True,
                 base_url: str | None = None, root: str | os.PathLike | None = None) -> VaultReport:
     """Write or refresh the Obsidian vault for `store` in `out_dir` (default ``notebook/`` at the
@@ -293,8 +328,10 @@ def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | Non
     # process creates the files while this one renders the next experiments
     from ..analysis.diff import configs_unchanging
 
-    with configs_unchanging(), NoteWriter() as writer:
+    with configs_unchanging(), NoteWriter() as writer, _results_ahead(ctx, state, writer) as ahead:
         for relpath, rendered in _iter_files(ctx, reuse):
+            if ahead is not None:
+                ahead.top_up()
             entry = {"sha": rendered.sha,
                      "fields": {key: text_hash(value) for key, value in rendered.fields.items()}}
             if rendered.fingerprint is not None:

@@ -201,6 +201,10 @@ class ResultsCache:
         self._used.add(key)
         return self._entries.get(key)
 
+    def has(self, key: str) -> bool:
+        """Whether `key` has an entry (without marking it as used, as ``get`` does)."""
+        return key in self._entries
+
     def put(self, key: str, value) -> None:
         self._used.add(key)
         self._entries[key] = value

@@ -115,6 +115,35 @@ class NoteWriter:
         if self._pool is not None and len(self._pending) >= self.batch:
             self._hand_over()
 
+    def start_worker(self) -> bool:
+        """Start the worker now instead of at the threshold, for a write known to be large
+        (see ``submit``); whether there is one."""
+        if self._pool is None and not self._in_process_only:
+            self._pool = _start_pool()
+            self._in_process_only = self._pool is None
+            self.used_process = self._pool is not None
+        return self._pool is not None
+
+    @property
+    def forks(self) -> bool:
+        """Whether a worker is a fork of this process (it then has this process's data)."""
+        return _context().get_start_method() == "fork"
+
+    @property
+    def busy(self) -> bool:
+        """Whether the worker has batches of notes it has not written yet."""
+        return any(future is not None and not future.done() for _, _, future in self._handed)
+
+    def submit(self, function, *args) -> Future | None:
+        """function(*args) in the worker, in turn with the batches of notes; None without a
+        worker. A failure is the future's: the caller does the work itself then."""
+        if self._pool is None:
+            return None
+        try:
+            return self._pool.submit(function, *args)
+        except (BrokenProcessPool, OSError, RuntimeError):
+            return None
+
     def _hand_over(self) -> None:
         if self._pending:
             try:
