@@ -39,7 +39,8 @@ from labfolio.kit.sinkhorn import doubly_stochastic_errors, sinkhorn  # noqa: E4
 
 INTERPRETED = mhc_kernels.INTERPRET
 DEVICE = "cpu" if INTERPRETED else "cuda"
-WIDTH = 72  # one full 64-channel block and a partial one
+WIDTH = 72  # the pre kernels' channel chunks are 64: one full chunk and a partial one
+POST_WIDTH = 300  # the post-mix kernels' chunks are 256: one full chunk and a partial one
 ITERS = 5  # Sinkhorn iterations where the count is not the point (the interpreter is slow)
 
 
@@ -81,12 +82,12 @@ def eager_post_mix(x, h_res, h_post, f):
     (torch.float32, 4, 1e-6), (torch.float32, 3, 1e-6), (torch.float32, 8, 1e-6), (torch.bfloat16, 4, 5e-3),
 ])
 def test_post_mix_kernel_matches_the_eager_mix_and_every_gradient(dtype, streams_count, tolerance):
-    batch, seq, n = 2, 9, streams_count  # 18 tokens: one full 16-token block and a partial one
-    x = leaf(randn(batch, seq, n, WIDTH, seed=0, dtype=dtype))
+    batch, seq, n = 3, 3, streams_count  # 9 tokens: full 2-token blocks and a partial one
+    x = leaf(randn(batch, seq, n, POST_WIDTH, seed=0, dtype=dtype))
     h_res = leaf(torch.rand(batch, seq, n, n, generator=torch.Generator().manual_seed(1)).to(DEVICE))
     h_post = leaf(2 * torch.rand(batch, seq, n, generator=torch.Generator().manual_seed(2)).to(DEVICE))
-    f = leaf(randn(batch, seq, WIDTH, seed=3, dtype=dtype))
-    grad_out = randn(batch, seq, n, WIDTH, seed=4, dtype=dtype)
+    f = leaf(randn(batch, seq, POST_WIDTH, seed=3, dtype=dtype))
+    grad_out = randn(batch, seq, n, POST_WIDTH, seed=4, dtype=dtype)
 
     out = mhc_triton.post_mix(x, h_res, h_post, f, dtype)
     assert out.dtype == dtype and out.shape == x.shape
@@ -106,15 +107,15 @@ def test_post_mix_kernel_reads_a_broadcast_state_and_static_coefficients_and_sum
     # The first connection reads the expanded embedding (stride 0 over streams); static mhc uses
     # one (n, n) H_res for every token, so its gradient is the sum over tokens.
     n = 4
-    embedding = leaf(randn(2, 5, WIDTH, seed=5))
+    embedding = leaf(randn(2, 5, POST_WIDTH, seed=5))
     h_res = leaf(torch.rand(n, n, generator=torch.Generator().manual_seed(6)).to(DEVICE))
     h_post = leaf(torch.rand(n, generator=torch.Generator().manual_seed(7)).to(DEVICE))
-    f = leaf(randn(2, 5, WIDTH, seed=8))
-    state = embedding.unsqueeze(-2).expand(2, 5, n, WIDTH)
+    f = leaf(randn(2, 5, POST_WIDTH, seed=8))
+    state = embedding.unsqueeze(-2).expand(2, 5, n, POST_WIDTH)
     out = mhc_triton.post_mix(state, h_res, h_post, f, torch.float32)
     reference = eager_post_mix(state, h_res.expand(2, 5, n, n), h_post.expand(2, 5, n), f)
     assert relative_error(out, reference) < 1e-6
-    grad_out = randn(2, 5, n, WIDTH, seed=9)
+    grad_out = randn(2, 5, n, POST_WIDTH, seed=9)
     grads = torch.autograd.grad(out, (embedding, h_res, h_post, f), grad_out)
     reference_grads = torch.autograd.grad(reference, (embedding, h_res, h_post, f), grad_out.double())
     for grad, expected in zip(grads, reference_grads, strict=True):
@@ -397,6 +398,57 @@ def test_triton_impl_without_triton_warns_and_runs_the_torch_fast_path():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 2, 4, 8)"
+
+
+# --- compiled for a GPU without one --------------------------------------------------------------
+
+_COMPILE_FOR_SM90 = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from labfolio.kit import mhc_kernels as K
+
+assert not K.INTERPRET
+for dtype, n in (("bf16", 4), ("fp32", 3)):
+    streams = {"x_ptr", "f_ptr", "out_ptr", "grad_out_ptr", "grad_x_ptr", "grad_f_ptr", "phi_ptr", "branch_ptr",
+               "grad_branch_ptr"}
+    scalars = {"tau": "fp32", "eps": "fp32"}
+    padded = K.padded_streams(n)
+    post = dict(N_STREAMS=n, NP=triton.next_power_of_2(n), BLOCK_T=K._POST_BLOCK_T, BLOCK_C=K._POST_BLOCK_C)
+    pre = dict(N_STREAMS=n, NP=padded, PHI_COLUMNS=32 + padded * padded, LOW_PRECISION=dtype == "bf16", WIDEN=False,
+               BLOCK_T=K._PRE_BLOCK_T, BLOCK_C=K._PRE_BLOCK_C)
+    for kernel, constants, warps in ((K._post_mix_kernel, post, K._POST_WARPS),
+                                     (K._post_mix_backward_kernel, post, K._POST_WARPS),
+                                     (K._pre_kernel, pre, K._PRE_WARPS), (K._pre_backward_kernel, pre, K._PRE_WARPS)):
+        signature = {}
+        for name in kernel.arg_names:
+            if name in constants:
+                signature[name] = "constexpr"
+            elif name.endswith("_ptr"):
+                signature[name] = "*" + (dtype if name in streams else "fp32")
+            else:
+                signature[name] = scalars.get(name, "i32")
+        try:
+            source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
+        except TypeError as exc:  # another triton's compile API: nothing to say about our kernels
+            print("SKIP", exc)
+            sys.exit(0)
+        triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+print("COMPILED")
+"""
+
+
+def test_every_kernel_compiles_for_an_sm90_gpu_in_bf16_and_in_fp32_with_a_padded_stream_count():
+    # The interpreter accepts code that the compiler rejects; compiling (no GPU needed) catches it.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], capture_output=True, text=True, env=env,
+                            check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if result.stdout.startswith("SKIP"):
+        pytest.skip(f"this triton's compile API differs: {result.stdout.strip()}")
+    assert result.stdout.strip().endswith("COMPILED")
 
 
 # --- compiled on a GPU (skipped without one; run on the device) ----------------------------------
