@@ -183,6 +183,7 @@ def measure(
     if mode == "compile" and args.compile_unit == "model":
         step_model = torch.compile(model)
     elif mode == "compile":
+        _allow_a_graph_per_block(len(model.blocks))
         for block in model.blocks:
             block.compile()
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -217,6 +218,16 @@ def measure(
     row["tokens_per_s"] = args.batch * args.seq * args.steps / elapsed
     row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
     return row
+
+
+def _allow_a_graph_per_block(num_blocks: int) -> None:
+    # Dynamo can specialise each block's graph (and again for eval); past its recompile limit (8)
+    # it runs the remaining blocks eagerly, which would time a 12-block model partly uncompiled.
+    needed = 2 * num_blocks + 8
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    if getattr(config, name) < needed:
+        setattr(config, name, needed)
 
 
 def _kernel_note(model: GPT, device: torch.device) -> str:
