@@ -26,9 +26,10 @@ class Context:
     rules: list = field(default_factory=list)  # project health rules (analysis Rule)
     plots: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # experiment -> [(caption, vault path)]
     fragments: Any = None  # a FragmentCache: pieces of the logs kept per experiment fingerprint
-    ahead: Any = None  # a ResultsAhead: results computed by the writer's process during a large write
+    ahead: Any = None  # an ExperimentsAhead: work done by the writer's process during a large write
     _fingerprints: Any = None
     _results: dict[str, dict] = field(default_factory=dict)
+    _ahead_done: dict[str, dict | None] = field(default_factory=dict)
     _memo: dict[tuple, Any] = field(default_factory=dict)
     _evals: dict[tuple[str, str], list[RunRecord]] | None = None
 
@@ -86,6 +87,9 @@ class Context:
         the experiment's fingerprint is unchanged (always computed without a cache or experiment)."""
         if self.fragments is None or exp is None:
             return compute()
+        done = self._done_ahead(exp)
+        if done is not None and part in done["fragments"]:
+            compute = lambda value=done["fragments"].pop(part): value  # rendered ahead
         return self.fragments.get(exp.name, self.fingerprint(exp), part, compute)
 
     def keep_results(self, exp: ExperimentInfo) -> None:
@@ -102,13 +106,29 @@ class Context:
 
     def results(self, exp: ExperimentInfo) -> dict:
         if exp.name not in self._results:
-            found = self.ahead.take(exp) if self.ahead is not None else None
-            if found is not None:  # computed by the writer's process (see results_ahead.py)
-                self.cache.put(self.results_key(exp)[0], found)
-            else:
-                found = experiment_results(exp, self.proposals, self.cache, keyed=self.results_key(exp))
-            self._results[exp.name] = found
+            self._done_ahead(exp)
+        if exp.name not in self._results:
+            self._results[exp.name] = experiment_results(exp, self.proposals, self.cache,
+                                                         keyed=self.results_key(exp))
         return self._results[exp.name]
+
+    def note_text(self, exp: ExperimentInfo, relpath: str, render) -> str:
+        """render() for the note at `relpath`, or the text the writer's process rendered ahead."""
+        done = self._done_ahead(exp)
+        text = done["notes"].pop(relpath, None) if done is not None else None
+        return render() if text is None else text
+
+    def _done_ahead(self, exp: ExperimentInfo) -> dict | None:
+        """What the writer's process did for `exp` (see ahead.py), taken when the renderer first
+        reaches the experiment; its results are then kept (and cached) as if computed here."""
+        if self.ahead is None:
+            return None
+        if exp.name not in self._ahead_done:
+            done = self._ahead_done[exp.name] = self.ahead.take(exp)
+            if done is not None and exp.name not in self._results:
+                self._results[exp.name] = done["results"]
+                self.cache.put(self.results_key(exp)[0], done["results"])
+        return self._ahead_done[exp.name]
 
     # -- paths (relative to the vault root, without .md, as wikilinks want them) --
     def experiment_note(self, exp: ExperimentInfo) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "variant_heading",
     "variant_from_heading",
     "summary_lines",
+    "experiment_fragments",
 ]
 
 FRONTMATTER_KEYS = ("type", "experiments", "updated")
@@ -192,6 +193,15 @@ def render_entry(ctx: Context, exp: ExperimentInfo) -> list[str]:
     return [ENTRY_START, "", *render_sections(ENTRY_LAYOUT, exp.notes, blocks), ENTRY_END]
 
 
+_ENTRY_PART = "log_entry"
+
+
+def experiment_fragments(ctx: Context, exp: ExperimentInfo) -> dict:
+    """The pieces of this log one experiment contributes, as ``render_experiment_log`` asks
+    ``ctx.fragment`` for them: its entry."""
+    return {_ENTRY_PART: render_entry(ctx, exp)}
+
+
 def render_experiment_log(ctx: Context) -> str:
     """The whole chronological log, newest experiment first."""
     snapshot = ctx.snapshot
@@ -204,7 +214,7 @@ def render_experiment_log(ctx: Context) -> str:
     if preamble.strip():
         lines += [*preamble.split("\n"), ""]
     for exp in ordered:
-        lines += [*ctx.fragment(exp, "log_entry", lambda exp=exp: render_entry(ctx, exp)), ""]
+        lines += [*ctx.fragment(exp, _ENTRY_PART, lambda exp=exp: render_entry(ctx, exp)), ""]
     trailer = (snapshot.project_notes.get("log_trailer") or "").strip("\n")
     if trailer.strip():
         lines += [*trailer.split("\n"), ""]

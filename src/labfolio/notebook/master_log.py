@@ -34,6 +34,7 @@ __all__ = [
     "column_key",
     "open_items",
     "run_table_cells",
+    "experiment_fragments",
 ]
 
 LAYOUT = Layout((
@@ -180,29 +181,50 @@ def _derived(ctx: Context, run, key: str, metrics: Sequence[str]) -> str:
 _FROM_STORE = ("run_id", "experiment", "status", "conclusion", "source")
 
 
+_EXTRA = "extra:"  # prefix of the cells an imported row carried in a column labfolio has no name for
+
+
+def _imported_cells(run, columns: Sequence[str]) -> dict[str, str]:
+    """The cells an imported row carried: column key -> text, and for columns labfolio has no
+    name for ``"extra:<title>"`` -> text, in the order written ({} for a run not imported)."""
+    cells: dict[str, str] = {}
+    for header, cell in imported_cells(run) if is_imported(run) else []:
+        key = column_key(header)
+        as_written = header.endswith("(as written)")
+        if key in _FROM_STORE and not as_written:
+            continue  # the importer stored it on the run itself (id, experiment, status, notes)
+        if key in columns and key != "link" and not as_written and key not in cells:
+            cells[key] = cell
+            continue
+        title = "Link (as written)" if key == "link" and not as_written else (clean_cell(header) or header)
+        if title in _TITLES.values():
+            title = f"{title} (as written)"
+        cells[f"{_EXTRA}{title}"] = cell
+    return cells
+
+
+def _rows_part(columns: Sequence[str]) -> str:
+    return "rows:" + ",".join(columns)
+
+
+def _experiment_rows(ctx: Context, exp, runs, columns: Sequence[str], mapped: dict[str, dict[str, str]]):
+    """The fragment of one experiment's rows in a table: run id -> its cells in `columns`, for
+    each of the experiment's runs in `mapped` (those of the table, with their imported cells)."""
+    return {r.run_id: _row(ctx, exp, r, columns, mapped[r.run_id]) for r in runs if r.run_id in mapped}
+
+
 def _table(ctx: Context, runs, columns: Sequence[str]) -> list[str]:
     if not runs:
         return ["None yet."]
     extras: dict[str, None] = {}
     mapped: dict[str, dict[str, str]] = {}
     for run in runs:
-        cells: dict[str, str] = {}
-        for header, cell in imported_cells(run) if is_imported(run) else []:
-            key = column_key(header)
-            as_written = header.endswith("(as written)")
-            if key in _FROM_STORE and not as_written:
-                continue  # the importer stored it on the run itself (id, experiment, status, notes)
-            if key in columns and key != "link" and not as_written and key not in cells:
-                cells[key] = cell
-                continue
-            title = "Link (as written)" if key == "link" and not as_written else (clean_cell(header) or header)
-            if title in _TITLES.values():
-                title = f"{title} (as written)"
-            extras.setdefault(title, None)
-            cells[f"extra:{title}"] = cell
-        mapped[run.run_id] = cells
+        cells = mapped[run.run_id] = _imported_cells(run, columns)
+        for key in cells:
+            if key.startswith(_EXTRA):
+                extras.setdefault(key[len(_EXTRA):], None)
     header = [_TITLES[c] for c in columns] + list(extras)
-    part = "rows:" + ",".join(columns)
+    part = _rows_part(columns)
     by_experiment: dict[str, dict[str, list[str]]] = {}
     rows = []
     for run in runs:
@@ -213,14 +235,25 @@ def _table(ctx: Context, runs, columns: Sequence[str]) -> list[str]:
             # One fragment per experiment holding the rows of all its runs in this table.
             cached = by_experiment.get(exp.name)
             if cached is None:
-                cached = by_experiment[exp.name] = ctx.fragment(exp, part, lambda exp=exp: {
-                    r.run_id: _row(ctx, exp, r, columns, mapped[r.run_id])
-                    for r in (*exp.runs, *exp.eval_runs) if r.run_id in mapped})
+                cached = by_experiment[exp.name] = ctx.fragment(exp, part, lambda exp=exp: _experiment_rows(
+                    ctx, exp, (*exp.runs, *exp.eval_runs), columns, mapped))
             row = list(cached[run.run_id])
         cells = mapped[run.run_id]
-        row += [cells.get(f"extra:{title}", "") for title in extras]
+        row += [cells.get(f"{_EXTRA}{title}", "") for title in extras]
         rows.append(row)
     return render_table(header, rows)
+
+
+def experiment_fragments(ctx: Context, exp) -> dict:
+    """The pieces of this log one experiment contributes, as ``render_master_log`` asks
+    ``ctx.fragment`` for them: its rows in each run table it has runs in, its baseline table."""
+    found = {}
+    for columns, runs in ((TRAINING_COLUMNS, exp.runs), (EVAL_COLUMNS, exp.eval_runs)):
+        if runs:
+            mapped = {run.run_id: _imported_cells(run, columns) for run in runs}
+            found[_rows_part(columns)] = _experiment_rows(ctx, exp, runs, columns, mapped)
+    found[_BASELINES_PART] = _baseline_block(ctx, exp)
+    return found
 
 
 def _row(ctx: Context, exp, run, columns: Sequence[str], cells: dict[str, str]) -> list[str]:
@@ -268,10 +301,13 @@ def run_table_cells(ctx: Context, content: str) -> dict[tuple[str, str], str] | 
     return cells
 
 
+_BASELINES_PART = "baselines"
+
+
 def _baseline_lines(ctx: Context) -> list[str]:
     lines: list[str] = []
     for exp in sorted(ctx.snapshot.experiments, key=lambda e: (e.sort_time, e.name), reverse=True):
-        lines += ctx.fragment(exp, "baselines", lambda exp=exp: _baseline_block(ctx, exp))
+        lines += ctx.fragment(exp, _BASELINES_PART, lambda exp=exp: _baseline_block(ctx, exp))
     return lines[:-1] if lines else ["No experiment has a baseline and another variant with runs yet."]
 
 

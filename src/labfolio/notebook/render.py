@@ -44,8 +44,8 @@ from .variant_note import LAYOUT as VARIANT_LAYOUT
 from .variant_note import render_variant_note
 from .writer import NoteWriter
 
-__all__ = ["VaultReport", "RenderedFile", "write_vault", "render_files", "default_vault_dir", "page_path",
-           "PAGE_LAYOUT", "PAGE_PREFIX"]
+__all__ = ["VaultReport", "RenderedFile", "write_vault", "render_files", "experiment_notes", "default_vault_dir",
+           "page_path", "PAGE_LAYOUT", "PAGE_PREFIX"]
 
 PAGE_PREFIX = "page:"  # project field holding an imported free-form page ('page:Index' -> Index.md)
 PAGE_LAYOUT = Layout((Slot("page", None),), level=1)
@@ -143,6 +143,17 @@ def _logs_first(items):
     return sorted(items, key=lambda item: item[0] not in (MASTER_LOG, EXPERIMENT_LOG))
 
 
+def experiment_notes(ctx: Context, exp) -> list[tuple[str, str, str, Layout, dict[str, str], Callable[[], str]]]:
+    """The notes of `exp`, its own first, then one per variant: (vault path, scope and owner of
+    their human fields, layout, the human fields, what renders the note)."""
+    notes = [(f"experiments/{exp.folder}/experiment.md", "experiment", exp.name, EXPERIMENT_LAYOUT, exp.notes,
+              lambda: render_experiment_note(ctx, exp))]
+    for variant in exp.variants:
+        notes.append((f"{ctx.variant_note(exp, variant)}.md", "variant", f"{exp.name}/{variant}", VARIANT_LAYOUT,
+                      exp.variant_notes.get(variant, {}), lambda variant=variant: render_variant_note(ctx, exp, variant)))
+    return notes
+
+
 def _iter_files(ctx: Context, reuse: Reuse | None) -> Iterator[tuple[str, RenderedFile]]:
     """render_files' notes one at a time, in its order, so the caller can write each while the
     next are rendered. The caller keeps the configs unchanging until it is exhausted."""
@@ -150,10 +161,10 @@ def _iter_files(ctx: Context, reuse: Reuse | None) -> Iterator[tuple[str, Render
 
     def note(relpath: str, exp, render) -> tuple[str | None, str | None, str | None]:
         if reuse is None:
-            return render(), None, None
+            return ctx.note_text(exp, relpath, render), None, None
         fingerprint = ctx.fingerprint(exp)
         kept = reuse(relpath, fingerprint)
-        return (None if kept else render()), fingerprint, kept
+        return (None if kept else ctx.note_text(exp, relpath, render)), fingerprint, kept
 
     yielded = {MASTER_LOG, EXPERIMENT_LOG}  # paths taken, so a page never replaces a note
     # The experiments' notes come first, the two logs after them: the logs need every
@@ -161,20 +172,10 @@ def _iter_files(ctx: Context, reuse: Reuse | None) -> Iterator[tuple[str, Render
     # are rendered the files of a large write are created meanwhile (see writer.py). Every
     # result is memoised per experiment, so the order changes no byte.
     for exp in snapshot.experiments:
-        relpath = f"experiments/{exp.folder}/experiment.md"
-        fields = _human_fields("experiment", exp.name, EXPERIMENT_LAYOUT, exp.notes)
-        fields.update(_front_field("experiment", exp.name, FRONTMATTER_FIELD, exp.notes))
-        content, fingerprint, kept = note(relpath, exp, lambda exp=exp: render_experiment_note(ctx, exp))
-        yielded.add(relpath)
-        yield relpath, RenderedFile(content, fields, fingerprint, kept)
-        for variant in exp.variants:
-            owner = f"{exp.name}/{variant}"
-            notes = exp.variant_notes.get(variant, {})
-            fields = _human_fields("variant", owner, VARIANT_LAYOUT, notes)
-            fields.update(_front_field("variant", owner, FRONTMATTER_FIELD, notes))
-            relpath = f"{ctx.variant_note(exp, variant)}.md"
-            content, fingerprint, kept = note(relpath, exp,
-                                              lambda exp=exp, variant=variant: render_variant_note(ctx, exp, variant))
+        for relpath, scope, owner, layout, notes, render in experiment_notes(ctx, exp):
+            fields = _human_fields(scope, owner, layout, notes)
+            fields.update(_front_field(scope, owner, FRONTMATTER_FIELD, notes))
+            content, fingerprint, kept = note(relpath, exp, render)
             yielded.add(relpath)
             yield relpath, RenderedFile(content, fields, fingerprint, kept)
         if ctx.fragments is not None:
@@ -247,12 +248,12 @@ def _collector_paused():
 
 
 @contextmanager
-def _results_ahead(ctx: Context, state: VaultState, writer: NoteWriter):
-    """A ResultsAhead (see results_ahead.py) set on `ctx` while the block runs, when so many
-    experiments need their results computed that the writer's process is started for them at
+def _experiments_ahead(ctx: Context, state: VaultState, writer: NoteWriter):
+    """An ExperimentsAhead (see ahead.py) set on `ctx` while the block runs, when so many
+    experiments are to be rendered from scratch that the writer's process is started for them at
     once; else None. Those are the experiments with no cached results whose notes are not kept
     as written (a kept note and cached fragments need no results)."""
-    from .results_ahead import MIN_EXPERIMENTS, ResultsAhead
+    from .ahead import MIN_EXPERIMENTS, ExperimentsAhead
 
     def needs_results(exp) -> bool:
         # a note recorded with this fingerprint is likely kept: its results are not needed (and
@@ -272,7 +273,7 @@ def _results_ahead(ctx: Context, state: VaultState, writer: NoteWriter):
     if not writer.start_worker():
         yield None
         return
-    ahead = ctx.ahead = ResultsAhead(ctx, writer, needed)
+    ahead = ctx.ahead = ExperimentsAhead(ctx, writer, needed)
     try:
         ahead.top_up()
         yield ahead
@@ -328,7 +329,7 @@ def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | Non
     # process creates the files while this one renders the next experiments
     from ..analysis.diff import configs_unchanging
 
-    with configs_unchanging(), NoteWriter() as writer, _results_ahead(ctx, state, writer) as ahead:
+    with configs_unchanging(), NoteWriter() as writer, _experiments_ahead(ctx, state, writer) as ahead:
         for relpath, rendered in _iter_files(ctx, reuse):
             if ahead is not None:
                 ahead.top_up()

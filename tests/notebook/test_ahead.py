@@ -1,6 +1,6 @@
-"""Results computed ahead in the writer's process are the results this process computes, and the
-vault written with them is the same, byte for byte; without them (no worker, a worker that dies)
-every result is computed here."""
+"""Experiments rendered ahead in the writer's process: the vault written with their results, notes
+and log pieces is the vault this process writes alone, byte for byte; without them (no worker, a
+worker that dies) everything is computed here."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from concurrent.futures import Future, wait
 
 import pytest
 
-from labfolio.notebook import results_ahead, write_vault, writer
-from labfolio.notebook.results_ahead import ResultsAhead
+from labfolio.notebook import ahead as work_ahead
+from labfolio.notebook import write_vault, writer
+from labfolio.notebook.ahead import ExperimentsAhead
 from labfolio.store import open_store
 
 from .conftest import T0, add_run, read_vault
@@ -41,10 +42,10 @@ def lineage_store():
 
 
 def _counting_takes(monkeypatch) -> list[int]:
-    """ResultsAhead.take made to wait for its chunk, so the worker's results are used whatever the
-    machine's timing; returns [results taken from the worker]."""
+    """ExperimentsAhead.take made to wait for its chunk, so the worker's work is used whatever the
+    machine's timing; returns [experiments taken from the worker]."""
     taken = [0]
-    take = ResultsAhead.take
+    take = ExperimentsAhead.take
 
     def waiting_take(self, exp):
         future = self._chunk_of.get(exp.name)
@@ -54,15 +55,15 @@ def _counting_takes(monkeypatch) -> list[int]:
         taken[0] += found is not None
         return found
 
-    monkeypatch.setattr(ResultsAhead, "take", waiting_take)
+    monkeypatch.setattr(ExperimentsAhead, "take", waiting_take)
     return taken
 
 
-def test_a_vault_written_with_results_from_the_worker_is_the_same(lineage_store, tmp_path, monkeypatch):
+def test_a_vault_written_with_experiments_rendered_by_the_worker_is_the_same(lineage_store, tmp_path, monkeypatch):
     here = write_vault(lineage_store, tmp_path / "here", plots=False, root=tmp_path)
-    monkeypatch.setattr(results_ahead, "MIN_EXPERIMENTS", 1)
-    monkeypatch.setattr(results_ahead, "CHUNK", 2)
-    monkeypatch.setattr(results_ahead, "IN_FLIGHT", 1)
+    monkeypatch.setattr(work_ahead, "MIN_EXPERIMENTS", 1)
+    monkeypatch.setattr(work_ahead, "CHUNK", 2)
+    monkeypatch.setattr(work_ahead, "IN_FLIGHT", 1)
     taken = _counting_takes(monkeypatch)
     there = write_vault(lineage_store, tmp_path / "there", plots=False, root=tmp_path)
     assert taken[0] > 0
@@ -73,14 +74,14 @@ def test_a_vault_written_with_results_from_the_worker_is_the_same(lineage_store,
     assert again.files_written == 0 and taken[0] > 0
 
 
-def _dying_results(names):
+def _dying_worker(names):
     os._exit(1)  # the worker dies mid-chunk, as under the OOM killer
 
 
-def test_results_of_a_worker_that_died_are_computed_here(lineage_store, tmp_path, monkeypatch):
+def test_the_experiments_of_a_worker_that_died_are_rendered_here(lineage_store, tmp_path, monkeypatch):
     here = write_vault(lineage_store, tmp_path / "here", plots=False, root=tmp_path)
-    monkeypatch.setattr(results_ahead, "MIN_EXPERIMENTS", 1)
-    monkeypatch.setattr(results_ahead, "_results_in_worker", _dying_results)
+    monkeypatch.setattr(work_ahead, "MIN_EXPERIMENTS", 1)
+    monkeypatch.setattr(work_ahead, "_render_in_worker", _dying_worker)
     taken = _counting_takes(monkeypatch)
     there = write_vault(lineage_store, tmp_path / "there", plots=False, root=tmp_path)
     assert taken[0] == 0
@@ -110,11 +111,11 @@ class _InlineWriter:
 
 
 def test_chunks_are_taken_from_the_end_and_stop_short_of_the_renderer(monkeypatch):
-    monkeypatch.setattr(results_ahead, "CHUNK", 3)
-    monkeypatch.setattr(results_ahead, "IN_FLIGHT", 2)
+    monkeypatch.setattr(work_ahead, "CHUNK", 3)
+    monkeypatch.setattr(work_ahead, "IN_FLIGHT", 2)
     experiments = [_Exp(f"e{i}") for i in range(12)]
     inline = _InlineWriter()
-    ahead = ResultsAhead(object(), inline, experiments)
+    ahead = ExperimentsAhead(object(), inline, experiments)
     inline.busy = True
     ahead.top_up()
     assert inline.calls == []  # the notes' files first
@@ -128,4 +129,4 @@ def test_chunks_are_taken_from_the_end_and_stop_short_of_the_renderer(monkeypatc
     assert ahead.take(experiments[7]) == {"for": "e7"}
     assert ahead.take(experiments[7]) is None  # handed out once
     ahead.close()
-    assert results_ahead._context is None
+    assert work_ahead._context is None
