@@ -130,6 +130,13 @@ def test_connection_fields_mirror_connection_config_with_the_same_defaults():
     mirrored = {f.name: f.default for f in dataclasses.fields(ConnectionFields)}
     expected = {f.name: getattr(ConnectionConfig(), f.name) for f in dataclasses.fields(ConnectionConfig)}
     assert mirrored == expected
+    # and the same choices, so every connection option is reachable from a recipe's flags
+    import typing
+    for name in ("connection", "wrap", "mhc_impl"):
+        recipe_type = {f.name: f.type for f in dataclasses.fields(ConnectionFields)}[name]
+        model_type = {f.name: f.type for f in dataclasses.fields(ConnectionConfig)}[name]
+        hints = (typing.get_type_hints(ConnectionFields)[name], typing.get_type_hints(ConnectionConfig)[name])
+        assert typing.get_args(hints[0]) == typing.get_args(hints[1]), (name, recipe_type, model_type)
     cfg = smoke_classify("--connection=hc", "--streams=2", "--wrap=block", "--no-dynamic")
     assert connection_config(cfg) == ConnectionConfig(connection="hc", streams=2, wrap="block", dynamic=False)
 

@@ -74,7 +74,7 @@ class ConnectionFields:
     hres_offdiag_init: float = _CONNECTION_DEFAULTS.hres_offdiag_init  # mhc: off-diagonal H_res logit init
     num_fracs: int = _CONNECTION_DEFAULTS.num_fracs  # hc only: frac-connections per stream
     reduce: Literal["mean", "sum", "learned"] = _CONNECTION_DEFAULTS.reduce  # streams -> one at the output
-    mhc_impl: Literal["eager", "fast", "auto"] = _CONNECTION_DEFAULTS.mhc_impl  # mhc: reference or fast path
+    mhc_impl: Literal["eager", "fast", "triton", "auto"] = _CONNECTION_DEFAULTS.mhc_impl  # mhc: reference, fast path, or its Triton kernels
 
 
 @dataclass
