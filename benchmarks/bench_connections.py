@@ -66,8 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default=None, help="eager,compile (default both; eager on --cpu-smoke)")
     parser.add_argument(
         "--compile-unit", choices=("model", "block"), default="model",
-        help="compile the whole model (default) or each block on its own: identical blocks share one "
-        "graph, so hc/mhc compile in a fraction of the time, at the cost of fusion across blocks",
+        help="compile the whole model (default) or each block on its own: small graphs that inductor's "
+        "cache shares between blocks, so hc/mhc compile in a fraction of the time, at the cost of "
+        "fusion across blocks",
     )
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="autocast dtype (default bf16)")
     parser.add_argument("--no-peer", action="store_true", help="skip the hyper_connections peer rows")
