@@ -1,7 +1,8 @@
 """The hand-rolled parts of seed statistics agree bit for bit with the library code they replace.
 
-``_welch_p_value``, ``_t_quantile`` and ``_resample_means`` redo what scipy and numpy compute,
-minus per-call overhead; the notebook's pinned numbers depend on them matching exactly.
+``_welch_p_value``, ``_t_quantile``, ``_resample_means``, ``_percentiles`` and ``_numpy_sum``
+(analysis/_bitexact.py) redo what scipy and numpy compute, minus per-call overhead; the
+notebook's pinned numbers depend on them matching exactly.
 """
 
 import math
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from labfolio.analysis import _bitexact as exact
 from labfolio.analysis import stats
 
 
@@ -55,7 +57,7 @@ def test_welch_p_value_matches_scipy_exactly():
     for _ in range(6000):
         a = _samples(rng, int(rng.integers(2, 21)))
         b = _samples(rng, int(rng.integers(2, 21))) if rng.random() < 0.8 else a + rng.normal() * 1e-3
-        ours, theirs = stats._welch_p_value(a, b), _scipy_welch(a, b)
+        ours, theirs = exact._welch_p_value(a, b), _scipy_welch(a, b)
         assert ours == theirs, (a.tolist(), b.tolist(), ours, theirs)
         checked += 1
     assert checked == 6000
@@ -67,24 +69,24 @@ def test_welch_p_value_matches_scipy_on_large_samples():
     for size_a, size_b in [(129, 2), (200, 300), (128, 129), (1000, 5)]:
         for _ in range(20):
             a, b = _samples(rng, size_a), _samples(rng, size_b)
-            assert stats._welch_p_value(a, b) == _scipy_welch(a, b)
+            assert exact._welch_p_value(a, b) == _scipy_welch(a, b)
 
 
 def test_welch_p_value_edge_cases():
     same = np.array([1.0, 1.0, 1.0])
-    assert stats._welch_p_value(same, same.copy()) == 1.0
-    assert stats._welch_p_value(same, same + 1) == 0.0
+    assert exact._welch_p_value(same, same.copy()) == 1.0
+    assert exact._welch_p_value(same, same + 1) == 0.0
     for a, b in [([1.0, 1.0], [1.0, 2.0]), ([0.5, 0.5, 0.5], [0.1, 0.9]), ([1.0, 2.0], [1.0, 2.0]),
                  ([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])]:
         a, b = np.array(a), np.array(b)
-        assert stats._welch_p_value(a, b) == _scipy_welch(a, b)
+        assert exact._welch_p_value(a, b) == _scipy_welch(a, b)
 
 
 def test_t_quantile_matches_scipy_t_ppf_exactly():
-    stats._t_quantile.cache_clear()
+    exact._t_quantile.cache_clear()
     for q in (0.5 + 0.95 / 2, 0.5 + 0.9 / 2, 0.5 + 0.99 / 2, 1 - 0.05 / 2, 1 - 0.05 / 60, 0.75):
         for df in [*range(1, 200), 0.5, 2.5, 1e4, 1e7]:
-            assert stats._t_quantile(q, df) == float(scipy_stats.t.ppf(q, df)), (q, df)
+            assert exact._t_quantile(q, df) == float(scipy_stats.t.ppf(q, df)), (q, df)
 
 
 def test_t_distribution_functions_are_scipy_specials_without_importing_it():
@@ -92,15 +94,15 @@ def test_t_distribution_functions_are_scipy_specials_without_importing_it():
     # scipy.special exports once it is imported after them, and scipy.stats still works
     script = textwrap.dedent("""
         import sys
-        from labfolio.analysis import stats
-        module = stats._special()
+        from labfolio.analysis import _bitexact as exact
+        module = exact._special()
         assert "scipy.special" not in sys.modules, "the whole package was imported"
-        assert stats._t_quantile(0.975, 4) > 2.7
+        assert exact._t_quantile(0.975, 4) > 2.7
         from scipy import special
         from scipy import stats as scipy_stats
         assert module.stdtr is special.stdtr and module.stdtrit is special.stdtrit
-        assert stats._t_quantile(0.975, 4) == float(scipy_stats.t.ppf(0.975, 4))
-        assert stats._special() is module
+        assert exact._t_quantile(0.975, 4) == float(scipy_stats.t.ppf(0.975, 4))
+        assert exact._special() is module
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -116,7 +118,7 @@ def test_resample_means_match_numpy_mean_exactly(size):
         if rng.random() < 0.2:
             values = -np.abs(values) * 0.0  # signed zeros
         expected = values[index].mean(axis=1)
-        got = stats._resample_means(values, index_t)
+        got = exact._resample_means(values, index_t)
         assert np.array_equal(np.signbit(got), np.signbit(expected))
         assert np.array_equal(got, expected)
 
@@ -131,7 +133,7 @@ def test_bootstrap_ci_unchanged_from_plain_numpy():
         index_b = draws.integers(0, b.size, size=(10_000, b.size))
         tail = (1 - 0.95) / 2 * 100  # as compare_samples computes it (2.500000000000002)
         expected = np.percentile(b[index_b].mean(axis=1) - a[index_a].mean(axis=1), [tail, 100 - tail])
-        assert stats._bootstrap_delta_ci(a, b, 0.95, 10_000, 0) == (float(expected[0]), float(expected[1]))
+        assert exact._bootstrap_delta_ci(a, b, 0.95, 10_000, 0) == (float(expected[0]), float(expected[1]))
 
 
 @pytest.mark.parametrize("size", [100, 101, 1000, 9999, 10_000, 12_345])
@@ -144,14 +146,14 @@ def test_percentiles_match_numpy_percentile_exactly(size):
         for confidence in (0.5, 0.8, 0.9, 0.95, 0.99, 0.999):
             tail = (1 - confidence) / 2 * 100
             expected = np.percentile(values, [tail, 100 - tail])
-            got = stats._percentiles(values.copy(), tail, 100 - tail)
+            got = exact._percentiles(values.copy(), tail, 100 - tail)
             assert got == (float(expected[0]), float(expected[1])), (size, confidence)
     for edge in (0.0, 100.0, 50.0, 2.5):
         values = rng.normal(size=size)
-        assert stats._percentiles(values.copy(), edge) == (float(np.percentile(values, [edge])[0]),)
+        assert exact._percentiles(values.copy(), edge) == (float(np.percentile(values, [edge])[0]),)
     values = rng.normal(size=size)
     values[3] = np.nan
-    assert math.isnan(stats._percentiles(values.copy(), 2.5)[0])
+    assert math.isnan(exact._percentiles(values.copy(), 2.5)[0])
 
 
 @pytest.mark.parametrize("size", [*range(0, 41), 63, 64, 65, 127, 128, 129, 300])
@@ -161,7 +163,7 @@ def test_numpy_sum_matches_numpy_exactly(size):
         values = _samples(rng, size) if size else np.array([])
         if trial % 6 == 0:
             values = -np.abs(values) * 0.0  # signed zeros
-        got = stats._numpy_sum(values.tolist())
+        got = exact._numpy_sum(values.tolist())
         expected = float(np.sum(values))
         assert got == expected and math.copysign(1, got) == math.copysign(1, expected)
         if size >= 2:  # summarize's mean and std
@@ -186,7 +188,7 @@ def _lucky_runs_reference(summary, labels, *, direction=None, others=(), min_z=3
         noise = math.sqrt((float(((siblings - mean) ** 2).sum()) + other_squares) / df)
         sigma = max(noise, stats._SIGMA_FLOOR * max(1.0, abs(mean)))
         z = (float(value) - mean) / sigma
-        critical = stats._t_quantile(1 - alpha / (2 * tested), df) * math.sqrt(1 + 1 / k)
+        critical = exact._t_quantile(1 - alpha / (2 * tested), df) * math.sqrt(1 + 1 / k)
         if abs(z) > max(min_z, critical):
             found.append((i, mean, noise, z))
     return found
