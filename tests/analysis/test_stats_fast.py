@@ -123,6 +123,22 @@ def test_resample_means_match_numpy_mean_exactly(size):
         assert np.array_equal(got, expected)
 
 
+@pytest.mark.parametrize("size", range(1, 8))
+def test_prefix_sums_match_numpy_mean_exactly(size):
+    rng = np.random.default_rng(100 + size)
+    for resamples in (1, 7, 500, 10_000):
+        index = rng.integers(0, size, size=(resamples, size))
+        prefix_sums = exact._PrefixSums.of(index)
+        for trial in range(8):
+            values = _samples(rng, size)
+            if trial == 0:
+                values = -np.abs(values) * 0.0  # signed zeros
+            expected = values[index].mean(axis=1)
+            got = prefix_sums.means(values)
+            assert np.array_equal(np.signbit(got), np.signbit(expected))
+            assert np.array_equal(got, expected)
+
+
 def test_bootstrap_ci_unchanged_from_plain_numpy():
     rng = np.random.default_rng(7)
     for _ in range(200):

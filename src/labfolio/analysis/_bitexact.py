@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -128,36 +129,73 @@ def _welch_p_value(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @functools.lru_cache(maxsize=32)
-def _bootstrap_indices(size_a: int, size_b: int, n_bootstrap: int, seed: int) -> tuple[tuple, tuple]:
-    """The resampling indices of both groups: with a fixed seed they depend on the group sizes only,
-    so they are drawn once per size pair instead of once per comparison (the same numbers).
-
-    Each group's comes as ``(rows, inverse)`` for ``_resample_means``: rows transposed to (group
-    size, resamples) and contiguous; with few seeds most resamples repeat (3 seeds allow only 27
-    distinct draws), so the distinct rows are kept with `inverse` mapping each resample to its row
-    (None when they are not worth deduplicating: 5 seeds give ~3,000 distinct of 10,000)."""
+def _bootstrap_indices(size_a: int, size_b: int, n_bootstrap: int, seed: int) -> tuple:
+    """How each group is resampled: with a fixed seed the draws depend on the group sizes only,
+    so they are drawn once per size pair instead of once per comparison (the same numbers). Each
+    group's is a ``_PrefixSums`` below 8 values, else its index rows transposed to (group size,
+    resamples) for ``_resample_means``."""
     rng = np.random.default_rng(seed)
     index_a = rng.integers(0, size_a, size=(n_bootstrap, size_a))
     index_b = rng.integers(0, size_b, size=(n_bootstrap, size_b))
-    return _compact(index_a), _compact(index_b)
+    return _resampling(index_a), _resampling(index_b)
 
 
-def _compact(index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    rows, inverse = index, None
-    resamples, size = index.shape
-    if size ** size <= 4 * resamples:  # else nearly every draw is distinct
-        # np.unique(index, axis=0, return_inverse=True), from each row read as one base-`size`
-        # number (first column most significant): the same distinct rows in the same
-        # lexicographic order and the same inverse, without sorting rows as structured records
-        codes = index @ (size ** np.arange(size - 1, -1, -1, dtype=index.dtype))
-        distinct_codes, where = np.unique(codes, return_inverse=True)
-        if len(distinct_codes) <= resamples // 2:
-            distinct = distinct_codes[:, None] // (size ** np.arange(size - 1, -1, -1, dtype=index.dtype)) % size
-            rows, inverse = distinct, where.reshape(-1)
-            inverse.flags.writeable = False
-    rows = np.ascontiguousarray(rows.T)
+def _resampling(index: np.ndarray):
+    if index.shape[1] < 8:
+        return _PrefixSums.of(index)
+    rows = np.ascontiguousarray(index.T)
     rows.flags.writeable = False  # shared between calls
-    return rows, inverse
+    return rows
+
+
+def _resample(values: np.ndarray, resampling) -> np.ndarray:
+    """The mean of every resample of `values`, in resample order (see ``_bootstrap_indices``)."""
+    if isinstance(resampling, _PrefixSums):
+        return resampling.means(values)
+    return _resample_means(values, resampling)
+
+
+@dataclass(frozen=True)
+class _PrefixSums:
+    """``values[index].mean(axis=1)`` for fewer than 8 values per resample, bit for bit, summing
+    each distinct prefix of the resamples once.
+
+    numpy sums a short row from 0.0 in order, so a resample's sum is ((v[i0] + 0.0) + v[i1]) + ...,
+    and every partial sum depends only on the indices drawn so far. The resamples of n values
+    share prefixes (5 seeds: 5 of one index, 25 of two, ..., ~3,000 distinct rows of 10,000), so
+    the sums of the k-index prefixes are each one addition to the sum of a (k-1)-index prefix:
+    the same additions in the same order, on a few thousand values instead of n times 10,000.
+    """
+
+    first: np.ndarray  # the distinct first indices, in order
+    steps: tuple[tuple[np.ndarray, np.ndarray], ...]  # per further index: (prefix it extends, index added)
+    inverse: np.ndarray  # each resample's row among the distinct full prefixes
+    size: int  # values per resample
+
+    @classmethod
+    def of(cls, index: np.ndarray) -> _PrefixSums:
+        resamples, size = index.shape
+        # prefixes as base-`size` numbers, first index most significant: np.unique orders them
+        # as it orders the rows themselves, and a prefix's parent is its number // size
+        codes = np.zeros(resamples, dtype=np.int64)
+        distinct = []
+        for column in range(size):
+            codes = codes * size + index[:, column]
+            found, inverse = np.unique(codes, return_inverse=True)
+            distinct.append(found)
+        steps = tuple((np.searchsorted(distinct[k - 1], distinct[k] // size), distinct[k] % size)
+                      for k in range(1, size))
+        arrays = [distinct[0], inverse, *(array for step in steps for array in step)]
+        for array in arrays:
+            array.flags.writeable = False  # shared between calls
+        return cls(distinct[0], steps, inverse.reshape(-1), size)
+
+    def means(self, values: np.ndarray) -> np.ndarray:
+        total = values[self.first] + 0.0
+        for parent, added in self.steps:
+            total = total[parent] + values[added]
+        total /= self.size
+        return total[self.inverse]
 
 
 def _resample_means(values: np.ndarray, index_t: np.ndarray) -> np.ndarray:
@@ -193,13 +231,9 @@ def _bootstrap_delta_ci(
     a: np.ndarray, b: np.ndarray, confidence: float, n_bootstrap: int, seed: int
 ) -> tuple[float, float]:
     """Percentile CI of mean(b) - mean(a), resampling each group independently."""
-    (rows_a, inverse_a), (rows_b, inverse_b) = _bootstrap_indices(a.size, b.size, n_bootstrap, seed)
-    means_a = _resample_means(a, rows_a)
-    means_b = _resample_means(b, rows_b)
-    if inverse_a is not None:
-        means_a = means_a[inverse_a]
-    if inverse_b is not None:
-        means_b = means_b[inverse_b]
+    resampling_a, resampling_b = _bootstrap_indices(a.size, b.size, n_bootstrap, seed)
+    means_a = _resample(a, resampling_a)
+    means_b = _resample(b, resampling_b)
     tail = (1 - confidence) / 2 * 100
     return _percentiles(means_b - means_a, tail, 100 - tail)
 
