@@ -4,8 +4,8 @@ A write that renders hundreds of experiments from scratch (the first write of a 
 labfolio version) renders them one at a time, while the writer's process (see writer.py) mostly
 waits for the next batch of files. ``ExperimentsAhead`` hands that process the experiments the
 renderer has not reached yet, a chunk at a time from the last one backwards. For each it computes
-what the renderer would: the results (seed statistics, a third of the work), the text of the
-experiment's notes, and its pieces of the two logs. The renderer takes them when it reaches the
+what the renderer would: its fingerprint, its results (seed statistics, a third of the work), the
+text of its notes, and its pieces of the two logs. The renderer takes them when it reaches the
 experiment, or does the work itself when it got there first, so the two meet somewhere in the
 middle, wherever the machine's load puts that.
 
@@ -43,6 +43,8 @@ def _render_in_worker(names: Sequence[str]) -> list[tuple[str, dict]]:
     for name in names:
         exp = ctx.snapshot.by_name[name]
         done.append((name, {
+            "fingerprint": ctx.fingerprint(exp),
+            "results_key": ctx.results_key(exp),
             "results": ctx.results(exp),
             "notes": {relpath: render() for relpath, *_, render in experiment_notes(ctx, exp)},
             "fragments": {**experiment_log.experiment_fragments(ctx, exp),
@@ -57,8 +59,8 @@ class ExperimentsAhead:
 
         ahead = ExperimentsAhead(ctx, writer, experiments)  # before the worker is forked
         ahead.top_up()                                      # now and then: keeps the worker busy
-        ahead.take(exp)  # {"results", "notes": {relpath: text}, "fragments": {part: value}}, or
-                         # None: the renderer does that experiment itself
+        ahead.take(exp)  # {"fingerprint", "results_key", "results", "notes": {relpath: text},
+                         # "fragments": {part: value}}, or None: the renderer does it itself
     """
 
     def __init__(self, ctx, writer, experiments: Sequence) -> None:

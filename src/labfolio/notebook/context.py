@@ -76,6 +76,9 @@ class Context:
     def fingerprint(self, exp: ExperimentInfo) -> str:
         """Hash of everything `exp`'s notes are rendered from (see ``fingerprint``); asked for
         after the plots are planned, since the notes embed them."""
+        done = self._done_ahead(exp)
+        if done is not None:
+            return done["fingerprint"]
         if self._fingerprints is None:
             from .fingerprint import Fingerprints
 
@@ -102,6 +105,9 @@ class Context:
         """``results_key`` of `exp`, computed once: both the results and keep_results need it."""
         from .results import results_key
 
+        done = self._done_ahead(exp)
+        if done is not None:
+            return done["results_key"]
         return self.memo(("results_key", exp.name), lambda: results_key(exp, self.proposals))
 
     def results(self, exp: ExperimentInfo) -> dict:
@@ -120,14 +126,15 @@ class Context:
 
     def _done_ahead(self, exp: ExperimentInfo) -> dict | None:
         """What the writer's process did for `exp` (see ahead.py), taken when the renderer first
-        reaches the experiment; its results are then kept (and cached) as if computed here."""
+        reaches the experiment; its results are then kept (and cached) as if computed here, and
+        its fingerprint and results key are the ones computed there."""
         if self.ahead is None:
             return None
         if exp.name not in self._ahead_done:
             done = self._ahead_done[exp.name] = self.ahead.take(exp)
             if done is not None and exp.name not in self._results:
                 self._results[exp.name] = done["results"]
-                self.cache.put(self.results_key(exp)[0], done["results"])
+                self.cache.put(done["results_key"][0], done["results"])
         return self._ahead_done[exp.name]
 
     # -- paths (relative to the vault root, without .md, as wikilinks want them) --

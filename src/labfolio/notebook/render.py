@@ -257,11 +257,12 @@ def _experiments_ahead(ctx: Context, state: VaultState, writer: NoteWriter):
 
     def needs_results(exp) -> bool:
         # a note recorded with this fingerprint is likely kept: its results are not needed (and
-        # not even their key is computed, as in a regeneration with no change)
+        # not even their key is computed, as in a regeneration with no change); with nothing
+        # cached (a first write) every key misses, so none is computed here
         kept = (state.files.get(f"experiments/{exp.folder}/experiment.md") or {}).get("fp")
         if kept is not None and kept == ctx.fingerprint(exp):
             return False
-        return not ctx.cache.has(ctx.results_key(exp)[0])
+        return ctx.cache.is_empty() or not ctx.cache.has(ctx.results_key(exp)[0])
 
     needed = [exp for exp in ctx.snapshot.experiments if needs_results(exp)]
     if len(needed) < MIN_EXPERIMENTS or not writer.forks:

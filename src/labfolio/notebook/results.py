@@ -201,6 +201,9 @@ class ResultsCache:
         self._used.add(key)
         return self._entries.get(key)
 
+    def is_empty(self) -> bool:
+        return not self._entries
+
     def has(self, key: str) -> bool:
         """Whether `key` has an entry (without marking it as used, as ``get`` does)."""
         return key in self._entries
