@@ -4,7 +4,8 @@ A cold write of a large store creates thousands of files and folders. That is ke
 rendering thread cannot overlap with a thread of its own (both would need the GIL around every
 system call), so past ``PROCESS_THRESHOLD`` notes the files go to one worker process, in batches,
 while this process renders the next experiments on the other core. A small write (a few notes, as
-after one new run) never pays for starting the process.
+after one new run) never pays for starting the process. Between batches the worker can run other
+work (``submit``): a large cold write has it render experiments ahead of this process (ahead.py).
 
 Each file is still written by ``write_if_changed`` (temporary file, then rename), so an error or a
 killed worker leaves no half-written note; an error is raised in the caller with the note's path,
@@ -131,8 +132,12 @@ class NoteWriter:
 
     @property
     def busy(self) -> bool:
-        """Whether the worker has batches of notes it has not written yet."""
-        return any(future is not None and not future.done() for _, _, future in self._handed)
+        """Whether the worker has batches of notes it has not written yet (it takes its work in
+        the order handed over, so the last batch tells)."""
+        if not self._handed:
+            return False
+        future = self._handed[-1][2]
+        return future is not None and not future.done()
 
     def submit(self, function, *args) -> Future | None:
         """function(*args) in the worker, in turn with the batches of notes; None without a
