@@ -39,8 +39,8 @@ from labfolio.kit.sinkhorn import doubly_stochastic_errors, sinkhorn  # noqa: E4
 
 INTERPRETED = mhc_kernels.INTERPRET
 DEVICE = "cpu" if INTERPRETED else "cuda"
-WIDTH = 72  # the pre kernels' channel chunks are 64: one full chunk and a partial one
-POST_WIDTH = 300  # the post-mix kernels' chunks are 256: one full chunk and a partial one
+WIDTH = 72  # the pre kernels' channel chunks are 32 (n ≤ 8): full chunks and a partial one
+POST_WIDTH = 300  # the post-mix chunks are 256 forward, 128 backward at n = 4: full chunks and a partial one
 ITERS = 5  # Sinkhorn iterations where the count is not the point (the interpreter is slow)
 
 
@@ -121,6 +121,92 @@ def test_post_mix_kernel_reads_a_broadcast_state_and_static_coefficients_and_sum
     for grad, expected in zip(grads, reference_grads, strict=True):
         assert grad.shape == expected.shape
         assert relative_error(grad, expected) < 1e-6
+
+
+def random_mix(batch, seq, n, width, seed, dtype):
+    generator = torch.Generator().manual_seed(seed)
+    h_res = torch.rand(batch, seq, n, n, generator=generator).to(DEVICE)
+    h_post = 2 * torch.rand(batch, seq, n, generator=generator).to(DEVICE)
+    return leaf(h_res), leaf(h_post), leaf(randn(batch, seq, width, seed=seed + 1, dtype=dtype))
+
+
+@pytest.mark.parametrize(("dtype", "streams_count"), [
+    (torch.float32, 4), (torch.float32, 3), (torch.float32, 8), (torch.bfloat16, 4),
+])
+def test_post_mix_pair_equals_two_single_mixes_bit_for_bit_and_matches_the_eager_gradients(dtype, streams_count):
+    batch, seq, n = 3, 3, streams_count
+    x = leaf(randn(batch, seq, n, POST_WIDTH, seed=50, dtype=dtype))
+    first, second = random_mix(batch, seq, n, POST_WIDTH, 51, dtype), random_mix(batch, seq, n, POST_WIDTH, 53, dtype)
+    out = mhc_triton.post_mix_pair(x, first, second, dtype)
+    # The middle state is rounded to the storage dtype in registers exactly as a stored one.
+    two_calls = mhc_triton.post_mix(mhc_triton.post_mix(x, *first, dtype), *second, dtype)
+    assert out.dtype == dtype and torch.equal(out, two_calls)
+    middle = eager_post_mix(x, *first)
+    # The stored middle state's values (the single-mix kernel's, held to the eager mix by the
+    # test above; the interpreter truncates to bf16 where a GPU rounds) with a float64 gradient.
+    middle = middle + (mhc_triton.post_mix(x, *first, dtype).double() - middle).detach()
+    reference = eager_post_mix(middle, *second)
+    low = dtype == torch.bfloat16
+    # bf16: two roundings (the interpreter truncates to bf16, a GPU rounds to nearest)
+    assert relative_error(out, reference) < (1e-2 if low else 1e-6)
+    inputs = (x, *first, *second)
+    grad_out = randn(batch, seq, n, POST_WIDTH, seed=55, dtype=dtype)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    reference_grads = torch.autograd.grad(reference, inputs, grad_out.double())
+    names = ("x", "h_res_a", "h_post_a", "f_a", "h_res_m", "h_post_m", "f_m")
+    for name, tensor, grad, expected in zip(names, inputs, grads, reference_grads, strict=True):
+        assert grad.dtype == tensor.dtype and grad.shape == tensor.shape, name
+        # the middle gradient stays fp32 between the two mixes; only outputs are rounded
+        limit = 1e-2 if low and name in ("x", "f_a", "f_m") else (1e-5 if low else 1e-6)
+        assert relative_error(grad, expected) < limit, name
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_post_mix_gradients_do_not_depend_on_the_tiles_or_on_splitting_channels_over_programs(monkeypatch, pair):
+    # 9 tokens in blocks of 2 (a partial block), 300 channels in chunks of 64 over 3 programs per
+    # token block (the programs sum 2, 2 and 1 chunks): the fp32 partial sums add up to the
+    # gradients of the default one-program-per-token tiles.
+    n, dtype = 4, torch.float32
+    x = leaf(randn(3, 3, n, POST_WIDTH, seed=60, dtype=dtype))
+    mixes = (random_mix(3, 3, n, POST_WIDTH, 61, dtype), random_mix(3, 3, n, POST_WIDTH, 63, dtype))
+
+    def run():
+        out = mhc_triton.post_mix_pair(x, *mixes, dtype) if pair else mhc_triton.post_mix(x, *mixes[0], dtype)
+        inputs = (x, *mixes[0], *(mixes[1] if pair else ()))
+        return out, torch.autograd.grad(out, inputs, randn(*out.shape, seed=65))
+
+    out, grads = run()
+    monkeypatch.setitem(mhc_kernels.TILE_OVERRIDES, "post_mix", mhc_kernels.Tiles(2, 64, 4))
+    monkeypatch.setitem(mhc_kernels.TILE_OVERRIDES, "post_mix_backward", mhc_kernels.Tiles(2, 64, 4, 3))
+    tiled_out, tiled_grads = run()
+    assert torch.equal(tiled_out, out)
+    for grad, tiled in zip(grads, tiled_grads, strict=True):
+        assert relative_error(tiled, grad) < 1e-6
+
+
+def test_the_kernel_mixes_of_a_long_pending_chain_match_the_torch_mixes():
+    # Chains longer than a pair (RECOMPUTE_SEGMENT > 2) run as pairs and a last single mix.
+    n, dtype = 4, torch.float32
+    base = randn(1, 3, n, WIDTH, seed=70)
+    mixes = tuple(random_mix(1, 3, n, WIDTH, 71 + 2 * k, dtype) for k in range(3))
+    flat = tuple(t.detach() for mix in mixes for t in mix)
+    kernel_state = mhc_fused._apply_mixes(base, dtype, True, flat)
+    torch_state = mhc_fused._apply_mixes(base, dtype, False, flat)
+    assert relative_error(kernel_state, torch_state) < 1e-6
+
+
+def test_tile_overrides_parse_and_reject_shapes_the_kernels_cannot_take():
+    parsed = mhc_kernels.parse_tiles(" pre=32x32x8 ; post_mix_backward=1x128x4x2")
+    assert parsed == {"pre": mhc_kernels.Tiles(32, 32, 8), "post_mix_backward": mhc_kernels.Tiles(1, 128, 4, 2)}
+    for bad in ("pre=8x32x8", "post_mix=2x100x4", "sinkhorn=1x1x1", "post_mix=2x64"):
+        with pytest.raises(ValueError):
+            mhc_kernels.parse_tiles(bad)
+    # every default is a shape the parser accepts
+    for kernel in mhc_kernels.KERNELS:
+        for n, width in ((2, 64), (3, 768), (4, 2048), (8, 768)):
+            tiles = mhc_kernels.default_tiles(kernel, width, n, 16384)
+            text = f"{kernel}={tiles.block_t}x{tiles.block_c}x{tiles.warps}x{tiles.split}"
+            assert mhc_kernels.parse_tiles(text) == {kernel: tiles}
 
 
 # --- pre-branch side: projection, coefficients, Sinkhorn, branch input ---------------------------
@@ -346,14 +432,15 @@ def test_triton_mhc_compiles_as_one_graph_with_the_kernels_as_opaque_ops_and_mat
 
 def _kernel_calls(monkeypatch):
     calls = []
-    for name in ("post_mix", "pre_branch"):
+    for name in ("post_mix", "post_mix_pair", "pre_branch"):
         original = getattr(mhc_triton, name)
         monkeypatch.setattr(mhc_triton, name, lambda *a, _original=original, _name=name, **k: calls.append(_name) or _original(*a, **k))
     return calls
 
 
 @pytest.mark.parametrize(("impl", "dtype", "expected"), [
-    ("triton", torch.float32, ["pre_branch", "post_mix"]),
+    # a segment's last mix rebuilds the state of its first as a pair; its other mix runs alone
+    ("triton", torch.float32, ["pre_branch", "post_mix", "post_mix_pair"]),
     ("triton", torch.float64, []),  # float64 streams: the torch fast path
     ("fast", torch.float32, []),
 ])
@@ -408,33 +495,49 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from labfolio.kit import mhc_kernels as K
+from labfolio.kit import mhc_mix_kernels as M
 
 assert not K.INTERPRET
-for dtype, n in (("bf16", 4), ("fp32", 3)):
-    streams = {"x_ptr", "f_ptr", "out_ptr", "grad_out_ptr", "grad_x_ptr", "grad_f_ptr", "phi_ptr", "branch_ptr",
-               "grad_branch_ptr"}
-    scalars = {"tau": "fp32", "eps": "fp32"}
+STREAM_POINTERS = {"x_ptr", "out_ptr", "grad_out_ptr", "grad_x_ptr", "phi_ptr", "branch_ptr", "grad_branch_ptr",
+                   "f_a_ptr", "f_m_ptr", "grad_f_a_ptr", "grad_f_m_ptr"}
+SCALARS = {"tau": "fp32", "eps": "fp32"}
+
+
+def compile_for_sm90(kernel, constants, warps, dtype):
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*" + (dtype if name in STREAM_POINTERS else "fp32")
+        else:
+            signature[name] = SCALARS.get(name, "i32")
+    try:
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
+    except TypeError as exc:  # another triton's compile API: nothing to say about our kernels
+        print("SKIP", exc)
+        sys.exit(0)
+    triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
+# bf16 at n = 4 with the tiles of both benchmark widths, fp32 at a padded n = 3, and n = 8.
+for dtype, n, width in (("bf16", 4, 768), ("bf16", 4, 2048), ("fp32", 3, 768), ("bf16", 8, 768)):
     padded = K.padded_streams(n)
-    post = dict(N_STREAMS=n, NP=triton.next_power_of_2(n), BLOCK_T=K._POST_BLOCK_T, BLOCK_C=K._POST_BLOCK_C)
-    pre = dict(N_STREAMS=n, NP=padded, PHI_COLUMNS=32 + padded * padded, LOW_PRECISION=dtype == "bf16", WIDEN=False,
-               BLOCK_T=K._PRE_BLOCK_T, BLOCK_C=K._PRE_BLOCK_C)
-    for kernel, constants, warps in ((K._post_mix_kernel, post, K._POST_WARPS),
-                                     (K._post_mix_backward_kernel, post, K._POST_WARPS),
-                                     (K._pre_kernel, pre, K._PRE_WARPS), (K._pre_backward_kernel, pre, K._PRE_WARPS)):
-        signature = {}
-        for name in kernel.arg_names:
-            if name in constants:
-                signature[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                signature[name] = "*" + (dtype if name in streams else "fp32")
-            else:
-                signature[name] = scalars.get(name, "i32")
-        try:
-            source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
-        except TypeError as exc:  # another triton's compile API: nothing to say about our kernels
-            print("SKIP", exc)
-            sys.exit(0)
-        triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    for name in K.KERNELS:
+        tiles = K.default_tiles(name, width, n, 16384)
+        if name.startswith("post_mix"):
+            kernel = M._post_mix_kernel if name == "post_mix" else M._post_mix_backward_kernel
+            for two_mixes in (False, True):
+                constants = dict(N_STREAMS=n, NP=triton.next_power_of_2(n), TWO_MIXES=two_mixes,
+                                 BLOCK_T=tiles.block_t, BLOCK_C=tiles.block_c)
+                if name == "post_mix_backward":
+                    constants["SPLIT"] = 2  # any split compiles the same loop; 2 checks the strided start
+                compile_for_sm90(kernel, constants, tiles.warps, dtype)
+        else:
+            kernel = K._pre_kernel if name == "pre" else K._pre_backward_kernel
+            constants = dict(N_STREAMS=n, NP=padded, PHI_COLUMNS=32 + padded * padded, LOW_PRECISION=dtype == "bf16",
+                             WIDEN=False, BLOCK_T=tiles.block_t, BLOCK_C=tiles.block_c)
+            compile_for_sm90(kernel, constants, tiles.warps, dtype)
 print("COMPILED")
 """
 

@@ -33,7 +33,8 @@ Everything here is plain torch: it runs on CPU, where the tests compare it with 
 and under ``torch.compile`` every step between the two matmuls is pointwise or a reduction over
 n ≤ 8 entries, which inductor unrolls and fuses. ``mhc_impl="triton"`` runs this same scheme with
 ``use_kernels=True``: the coefficients, Sinkhorn and branch input of a dynamic connection and
-every H_res·X + H_postᵀ·F mix go through the Triton kernels of ``labfolio.kit.mhc_triton``.
+every H_res·X + H_postᵀ·F mix go through the Triton kernels of ``labfolio.kit.mhc_triton``, a
+segment's two mixes as one pair op, which saves only its inputs and so needs no checkpoint.
 """
 
 from __future__ import annotations
@@ -213,13 +214,17 @@ def _apply_mixes(
     """The state after the mixes; ``flat_mixes`` is (h_res, h_post, F) repeated. Same rounding as storing each."""
     state = base
     with torch.autocast(device_type=base.device.type, enabled=False):
+        if use_kernels:
+            from labfolio.kit.mhc_triton import post_mix, post_mix_pair
+
+            # Two mixes per kernel: the state between them is rounded in registers, never stored.
+            for index in range(0, len(flat_mixes) - 3, 6):
+                state = post_mix_pair(state, flat_mixes[index : index + 3], flat_mixes[index + 3 : index + 6], storage)
+            if len(flat_mixes) % 6:
+                state = post_mix(state, *flat_mixes[-3:], storage)
+            return state
         for index in range(0, len(flat_mixes), 3):
             h_res, h_post, branch_output = flat_mixes[index : index + 3]
-            if use_kernels:
-                from labfolio.kit.mhc_triton import post_mix
-
-                state = post_mix(state, h_res, h_post, branch_output, storage)
-                continue
             mixed = weighted_slot_sum(h_res, state)  # (B, T, n, C) float32
             state = (mixed + h_post[..., None] * branch_output[:, :, None, :]).to(storage)
     return state
@@ -336,7 +341,10 @@ def fast_mhc_forward(
     if len(mixes) < RECOMPUTE_SEGMENT:
         return PendingStreams(base, mixes, storage, use_kernels)
     flat_mixes = _flatten(mixes)
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() and not (use_kernels and len(mixes) <= 2):
         # Stored: it is the next segment's base. The states between are rebuilt in backward.
         return checkpoint(_apply_mixes, base, storage, use_kernels, flat_mixes, use_reentrant=False)
+    # The kernels apply up to two mixes in one op that saves only its inputs (the base and the
+    # mixes, kept anyway) and rebuilds the middle state in its own backward: a checkpoint
+    # would only run it twice.
     return _apply_mixes(base, storage, use_kernels, flat_mixes)

@@ -20,14 +20,54 @@ autocast linear does) and exact fp32 (no TF32) otherwise. Under ``TRITON_INTERPR
 interpreter cannot do arithmetic on bf16 values, so there the dot operands are widened first: the
 products are the same (bf16 values are exact in fp32), only the accumulation order can differ.
 
-One program handles ``BLOCK_T`` tokens. The post-mix forward also splits the channels over a
-second grid axis; every kernel that reduces over channels (the projection, the coefficient
-gradients) loops over them inside the program instead, so no reduction needs atomics.
+One program handles ``BLOCK_T`` tokens; ``Tiles`` and ``default_tiles`` say how many, per width
+and stream count, and ``LABFOLIO_MHC_TILES`` overrides them (see ``parse_tiles``). The pre kernels
+reduce over all n·C inputs inside one program; the post-mix kernels (``labfolio.kit.mhc_mix_kernels``)
+split the channels over a second grid axis, their backward summing the per-program fp32 partial
+coefficient gradients afterwards (no atomics).
+
+Traffic per token, in units of the bf16 state S = n·C·2 bytes (a branch tensor is S/n, 0.25 S at
+n = 4; coefficients, ≤ 0.02 S, are left out). φ is re-read once per program: PHI_COLUMNS / BLOCK_T
+state sizes per token, mostly from L2 (48 / 16 = 3 S before, 48 / 32 = 1.5 S now, at n = 4):
+
+    kernel (one call)        reads                          writes        passes over the state
+    pre                      2 S (2nd pass mostly L2) + φ   0.25 S        2 reads
+    pre_backward             2 S + 0.5 S grad branch + φ    S             2 reads, 1 write
+    φ gradient (torch mm)    S                              –             1 read
+    post_mix, one mix        S + 0.25 S                     S             1 read, 1 write
+    post_mix, pair (new)     S + 0.5 S                      S             1 read, 1 write
+    post_mix backward, one   2 S + 0.25 S                   S + 0.25 S    2 reads, 1 write
+    post_mix backward, pair  2 S + 0.5 S                    S + 0.5 S     2 reads, 1 write
+    autograd add of two dX   2 S                            S
+
+One transformer block (attention then MLP connection, ``RECOMPUTE_SEGMENT`` = 2: X₀ is stored,
+X₁ is rebuilt, X₂ is the next block's X₀), n = 4, in S per token:
+
+    before (two single mixes in a checkpoint at the segment's end)
+      forward   pre(X₀) 2 + [mlp checkpoint: mix X₀→X₁ 2.25, pre(X₁) 2]
+                + [segment checkpoint: mix X₀→X₁ 2.25, mix X₁→X₂ 2.25]                     = 10.75
+      backward  segment recompute 4.5 + two mix backwards 7
+                + mlp checkpoint: recompute 4.25, pre_backward 3, φ 1, mix backward 3.5
+                + attention checkpoint: recompute 2, pre_backward 3, φ 1
+                + two adds of the three dX₀ contributions 6                                   = 35.25
+      total 46 S per block
+    now (the segment's two mixes are one pair op, not checkpointed: it saves only its inputs)
+      forward   2 + 4.25 + pair X₀→X₂ 2.5                                                  = 8.75
+      backward  pair backward 4 + 11.75 (mlp checkpoint) + 6 (attention) + 6 (adds)         = 27.75
+      total 36.5 S per block (−21 %), and half the φ re-reads
+
+What still moves more than it must (≈ 20 S per block would need the rest): the checkpoints
+recompute the pre kernel only to regain (N, 2n + n²) projections and 1/RMS (4 S); X₁ is rebuilt
+twice, in forward and in the mlp checkpoint's recompute, and A's mix is differentiated twice, once
+inside the pair and once in the mlp checkpoint (3.5 S); and X₀'s three gradient contributions
+(pair, mlp checkpoint, attention checkpoint) are added by autograd (6 S) instead of by the last
+kernel that writes one.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -35,23 +75,100 @@ import triton.language as tl
 
 __all__ = [
     "INTERPRET",
+    "KERNELS",
     "PHI_BLOCK",
-    "launch_post_mix",
-    "launch_post_mix_backward",
+    "TILES_ENV",
+    "TILE_OVERRIDES",
+    "Tiles",
+    "default_tiles",
     "launch_pre",
     "launch_pre_backward",
     "pad_phi",
     "padded_streams",
+    "parse_tiles",
+    "tiles_for",
 ]
 
 PHI_BLOCK = 16  # columns of φ's pre and post blocks: the smallest tl.dot operand width
 _RES_OFFSET = 2 * PHI_BLOCK
-# Tile shapes, chosen from ptxas's register counts for sm_90 at n = 4 (none spills; measured
-# timings should retune them). The post-mix kernels are pure streaming: few tokens, wide channel
-# chunks. The pre kernels need 16 tokens, tl.dot's smallest M.
-_POST_BLOCK_T, _POST_BLOCK_C, _POST_WARPS = 2, 256, 4
-_PRE_BLOCK_T, _PRE_BLOCK_C, _PRE_WARPS = 16, 64, 8
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+# --------------------------------------------------------------------------- tile shapes
+
+
+class Tiles(NamedTuple):
+    """One kernel's launch shape: tokens per program, channels per chunk, warps, channel split."""
+
+    block_t: int
+    block_c: int
+    warps: int
+    split: int = 1  # programs per token block along the channels (post_mix_backward only)
+
+
+KERNELS = ("post_mix", "post_mix_backward", "pre", "pre_backward")
+TILES_ENV = "LABFOLIO_MHC_TILES"
+# Set by tests and the benchmark's kernel sweep, and from LABFOLIO_MHC_TILES at import:
+# a kernel named here runs with these tiles at every width.
+TILE_OVERRIDES: dict[str, Tiles] = {}
+_TARGET_PROGRAMS = 2048  # ~16 resident 4-warp programs on each of an H100/H200's 132 SMs
+
+
+def default_tiles(kernel: str, width: int, num_streams: int, num_tokens: int) -> Tiles:
+    """The tile shape a kernel launches with unless overridden: a heuristic, to be retuned on a GPU.
+
+    Chosen from ptxas's register counts for sm_90 (none spills at n = 2, 3, 4, 8), not from
+    timings. NP is n rounded up to a power of two.
+
+    - post-mix kernels hold (T, NP, NP, C) fp32 products in registers, so their channel chunk
+      shrinks with NP²: forward 4096 / NP² channels (n = 4: 256), backward 2048 / NP² (n = 4:
+      128, 64 to 96 registers; n = 8: 32), one token per program and 4 warps (2 tokens doubled
+      the registers and halved the resident programs). The backward splits the channels over
+      as many programs per token as it takes to launch ~2048 programs: 1 from 2048 tokens on.
+    - pre kernels read all of φ once per program: PHI_COLUMNS / BLOCK_T times the bytes of their
+      tokens' state (48 columns at n = 4: 3× at 16 tokens, 1.5× at 32). 32 tokens × 32 channels
+      take the registers that 16 × 64 took (128 at n = 4, 8 warps); n = 8 keeps 16 tokens × 32
+      channels (16 × 64 spilled there). 16 tokens is tl.dot's smallest M.
+    """
+    assert kernel in KERNELS, f"unknown kernel {kernel!r}; one of {KERNELS}"
+    np_ = triton.next_power_of_2(num_streams)
+    if kernel == "post_mix":
+        return Tiles(1, max(32, min(512, 4096 // (np_ * np_))), 4)
+    if kernel == "post_mix_backward":
+        block_c = max(32, min(512, 2048 // (np_ * np_)))
+        split = max(1, min(triton.cdiv(width, block_c), triton.cdiv(_TARGET_PROGRAMS, max(num_tokens, 1))))
+        return Tiles(1, block_c, 4, split)
+    return Tiles(32 if num_streams <= 4 else 16, 32, 8)
+
+
+def tiles_for(kernel: str, width: int, num_streams: int, num_tokens: int) -> Tiles:
+    """``TILE_OVERRIDES[kernel]`` if set, else ``default_tiles``."""
+    return TILE_OVERRIDES.get(kernel) or default_tiles(kernel, width, num_streams, num_tokens)
+
+
+def parse_tiles(text: str) -> dict[str, Tiles]:
+    """``"pre=32x64x8;post_mix_backward=2x128x4x2"``: kernel=TOKENSxCHANNELSxWARPS[xSPLIT], ``;``-separated."""
+    parsed = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        kernel, _, shape = item.partition("=")
+        kernel = kernel.strip()
+        if kernel not in KERNELS:
+            raise ValueError(f"{TILES_ENV}: unknown kernel {kernel!r} in {item!r}; one of {KERNELS}")
+        numbers = [int(value) for value in shape.lower().split("x")]
+        if len(numbers) not in (3, 4) or min(numbers) < 1:
+            raise ValueError(f"{TILES_ENV}: {item!r} is not kernel=TOKENSxCHANNELSxWARPS[xSPLIT]")
+        tiles = Tiles(*numbers)
+        for name in ("block_t", "block_c", "warps"):
+            value = getattr(tiles, name)
+            if value & (value - 1):
+                raise ValueError(f"{TILES_ENV}: {name} must be a power of two in {item!r}")
+        if kernel.startswith("pre") and tiles.block_t < 16:
+            raise ValueError(f"{TILES_ENV}: the pre kernels need at least 16 tokens (tl.dot), got {item!r}")
+        parsed[kernel] = tiles
+    return parsed
+
+
+TILE_OVERRIDES.update(parse_tiles(os.environ.get(TILES_ENV, "")))
 
 
 def padded_streams(num_streams: int) -> int:
@@ -74,138 +191,6 @@ def pad_phi(phi: torch.Tensor, num_streams: int, dtype: torch.dtype) -> torch.Te
     res_block = padded[..., _RES_OFFSET:].unflatten(-1, (np_, np_))
     res_block[..., :n, :n] = phi[..., 2 * n :].unflatten(-1, (n, n))
     return padded
-
-
-# --------------------------------------------------------------------------- post-branch mix
-
-
-@triton.jit
-def _post_mix_kernel(
-    x_ptr, h_res_ptr, h_post_ptr, f_ptr, out_ptr,
-    num_tokens, width,
-    stride_xt, stride_xs, stride_xc, stride_ft, stride_fc,
-    N_STREAMS: tl.constexpr, NP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    # out[t, i, c] = Σ_j h_res[t, i, j]·x[t, j, c] + h_post[t, i]·f[t, c]
-    tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    rows = tl.arange(0, NP)
-    token_ok, channel_ok, row_ok = tokens < num_tokens, channels < width, rows < N_STREAMS
-    tokens = tokens.to(tl.int64)
-    tc_ok = token_ok[:, None] & channel_ok[None, :]
-    ti_ok = token_ok[:, None] & row_ok[None, :]
-    f = tl.load(f_ptr + tokens[:, None] * stride_ft + channels[None, :] * stride_fc, mask=tc_ok, other=0.0)
-    h_post = tl.load(h_post_ptr + tokens[:, None] * N_STREAMS + rows[None, :], mask=ti_ok, other=0.0)
-    acc = tl.zeros((BLOCK_T, NP, BLOCK_C), dtype=tl.float32)
-    # Streams added in order 0..n−1, then the branch term: the torch path's order.
-    for j in tl.static_range(N_STREAMS):
-        x_j = tl.load(
-            x_ptr + tokens[:, None] * stride_xt + j * stride_xs + channels[None, :] * stride_xc,
-            mask=tc_ok, other=0.0,
-        ).to(tl.float32)
-        h_col = tl.load(
-            h_res_ptr + tokens[:, None] * (N_STREAMS * N_STREAMS) + rows[None, :] * N_STREAMS + j,
-            mask=ti_ok, other=0.0,
-        )
-        acc += h_col[:, :, None] * x_j[:, None, :]
-    acc += h_post[:, :, None] * f.to(tl.float32)[:, None, :]
-    out_ptrs = out_ptr + tokens[:, None, None] * (N_STREAMS * width) + rows[None, :, None] * width + channels[None, None, :]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ti_ok[:, :, None] & channel_ok[None, None, :])
-
-
-@triton.jit
-def _post_mix_backward_kernel(
-    grad_out_ptr, x_ptr, h_res_ptr, h_post_ptr, f_ptr,
-    grad_x_ptr, grad_f_ptr, grad_h_res_ptr, grad_h_post_ptr,
-    num_tokens, width,
-    stride_xt, stride_xs, stride_xc, stride_ft, stride_fc,
-    N_STREAMS: tl.constexpr, NP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    # grad_x[j] = Σ_i h_res[i, j]·g[i]; grad_f = Σ_i h_post[i]·g[i];
-    # grad_h_res[i, j] = Σ_c g[i, c]·x[j, c]; grad_h_post[i] = Σ_c g[i, c]·f[c]  (fp32 sums)
-    tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    rows = tl.arange(0, NP)
-    token_ok, row_ok = tokens < num_tokens, rows < N_STREAMS
-    tokens = tokens.to(tl.int64)
-    ti_ok = token_ok[:, None] & row_ok[None, :]
-    h_post = tl.load(h_post_ptr + tokens[:, None] * N_STREAMS + rows[None, :], mask=ti_ok, other=0.0)
-    grad_h_res = tl.zeros((BLOCK_T, NP, NP), dtype=tl.float32)
-    grad_h_post = tl.zeros((BLOCK_T, NP), dtype=tl.float32)
-    for start in range(0, width, BLOCK_C):
-        channels = start + tl.arange(0, BLOCK_C)
-        channel_ok = channels < width
-        tc_ok = token_ok[:, None] & channel_ok[None, :]
-        tic_ok = ti_ok[:, :, None] & channel_ok[None, None, :]
-        state_offsets = tokens[:, None, None] * (N_STREAMS * width) + rows[None, :, None] * width + channels[None, None, :]
-        g = tl.load(grad_out_ptr + state_offsets, mask=tic_ok, other=0.0).to(tl.float32)  # (T, NP, C)
-        f = tl.load(f_ptr + tokens[:, None] * stride_ft + channels[None, :] * stride_fc, mask=tc_ok, other=0.0)
-        f = f.to(tl.float32)
-        grad_h_post += tl.sum(g * f[:, None, :], axis=2)
-        grad_f = tl.sum(h_post[:, :, None] * g, axis=1)
-        tl.store(grad_f_ptr + tokens[:, None] * width + channels[None, :], grad_f.to(grad_f_ptr.dtype.element_ty), mask=tc_ok)
-        for j in tl.static_range(N_STREAMS):
-            x_j = tl.load(
-                x_ptr + tokens[:, None] * stride_xt + j * stride_xs + channels[None, :] * stride_xc,
-                mask=tc_ok, other=0.0,
-            ).to(tl.float32)
-            column = tl.sum(g * x_j[:, None, :], axis=2)  # (T, NP): grad_h_res[:, :, j] for this chunk
-            grad_h_res += tl.where(rows[None, None, :] == j, column[:, :, None], 0.0)
-            h_col = tl.load(
-                h_res_ptr + tokens[:, None] * (N_STREAMS * N_STREAMS) + rows[None, :] * N_STREAMS + j,
-                mask=ti_ok, other=0.0,
-            )
-            grad_x_j = tl.sum(h_col[:, :, None] * g, axis=1)
-            tl.store(
-                grad_x_ptr + tokens[:, None] * (N_STREAMS * width) + j * width + channels[None, :],
-                grad_x_j.to(grad_x_ptr.dtype.element_ty), mask=tc_ok,
-            )
-    tl.store(grad_h_post_ptr + tokens[:, None] * N_STREAMS + rows[None, :], grad_h_post, mask=ti_ok)
-    matrix_ok = ti_ok[:, :, None] & row_ok[None, None, :]
-    matrix_offsets = tokens[:, None, None] * (N_STREAMS * N_STREAMS) + rows[None, :, None] * N_STREAMS + rows[None, None, :]
-    tl.store(grad_h_res_ptr + matrix_offsets, grad_h_res, mask=matrix_ok)
-
-
-def _check_streams(x: torch.Tensor) -> tuple[int, int, int]:
-    assert x.dim() == 3, f"the mHC kernels take streams as (N, n, C), got shape {tuple(x.shape)}"
-    assert x.dtype in (torch.float32, torch.bfloat16, torch.float16), f"unsupported stream dtype {x.dtype}"
-    return x.shape
-
-
-def launch_post_mix(
-    x: torch.Tensor, h_res: torch.Tensor, h_post: torch.Tensor, f: torch.Tensor, out_dtype: torch.dtype
-) -> torch.Tensor:
-    """H_res·X + H_postᵀ ⊗ F: x (N, n, C), h_res (N, n, n), h_post (N, n) fp32, f (N, C) → (N, n, C)."""
-    num_tokens, num_streams, width = _check_streams(x)
-    h_res, h_post = h_res.contiguous(), h_post.contiguous()
-    out = torch.empty((num_tokens, num_streams, width), dtype=out_dtype, device=x.device)
-    grid = (triton.cdiv(num_tokens, _POST_BLOCK_T), triton.cdiv(width, _POST_BLOCK_C))
-    _post_mix_kernel[grid](
-        x, h_res, h_post, f, out, num_tokens, width,
-        x.stride(0), x.stride(1), x.stride(2), f.stride(0), f.stride(1),
-        N_STREAMS=num_streams, NP=triton.next_power_of_2(num_streams),
-        BLOCK_T=_POST_BLOCK_T, BLOCK_C=_POST_BLOCK_C, num_warps=_POST_WARPS,
-    )
-    return out
-
-
-def launch_post_mix_backward(
-    grad_out: torch.Tensor, x: torch.Tensor, h_res: torch.Tensor, h_post: torch.Tensor, f: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grad_x in x's dtype, grad_h_res fp32, grad_h_post fp32, grad_f in f's dtype)."""
-    num_tokens, num_streams, width = _check_streams(x)
-    grad_out, h_res, h_post = grad_out.contiguous(), h_res.contiguous(), h_post.contiguous()
-    grad_x = torch.empty((num_tokens, num_streams, width), dtype=x.dtype, device=x.device)
-    grad_f = torch.empty((num_tokens, width), dtype=f.dtype, device=x.device)
-    grad_h_res = torch.empty((num_tokens, num_streams, num_streams), dtype=torch.float32, device=x.device)
-    grad_h_post = torch.empty((num_tokens, num_streams), dtype=torch.float32, device=x.device)
-    grid = (triton.cdiv(num_tokens, _POST_BLOCK_T),)
-    _post_mix_backward_kernel[grid](
-        grad_out, x, h_res, h_post, f, grad_x, grad_f, grad_h_res, grad_h_post, num_tokens, width,
-        x.stride(0), x.stride(1), x.stride(2), f.stride(0), f.stride(1),
-        N_STREAMS=num_streams, NP=triton.next_power_of_2(num_streams),
-        BLOCK_T=_POST_BLOCK_T, BLOCK_C=_POST_BLOCK_C, num_warps=_POST_WARPS,
-    )
-    return grad_x, grad_h_res, grad_h_post, grad_f
 
 
 # --------------------------------------------------------------------------- pre-branch side
@@ -371,19 +356,25 @@ def _pre_backward_kernel(
     res_unpadded = 2 * N_STREAMS + (res_i * N_STREAMS + res_j)[None, :]
 
     # Pass 1: grad_h_pre[i] = Σ_c grad_branch[c]·x[i, c], plus any gradient on h_pre itself.
-    grad_h_pre = tl.load(grad_h_pre_ptr + small, mask=stream_ok, other=0.0)
+    # Products are accumulated per (token, stream, channel lane) and reduced across the
+    # program's threads once, after the loop, not once per chunk and stream.
+    streams = tl.arange(0, NP)
+    stream_rows_ok = token_ok[:, None] & (streams < N_STREAMS)[None, :]
+    products = tl.zeros((BLOCK_T, NP, BLOCK_C), dtype=tl.float32)
     for start in range(0, width, BLOCK_C):
         channels = start + tl.arange(0, BLOCK_C)
-        tc_ok = token_ok[:, None] & (channels < width)[None, :]
+        channel_ok = channels < width
+        tc_ok = token_ok[:, None] & channel_ok[None, :]
         grad_branch = tl.load(grad_branch_ptr + tokens[:, None] * width + channels[None, :], mask=tc_ok, other=0.0)
-        grad_branch = grad_branch.to(tl.float32)
-        for stream in tl.static_range(N_STREAMS):
-            x = tl.load(
-                x_ptr + tokens[:, None] * stride_xt + stream * stride_xs + channels[None, :] * stride_xc,
-                mask=tc_ok, other=0.0,
-            ).to(tl.float32)
-            part = tl.sum(grad_branch * x, axis=1)
-            grad_h_pre += tl.where(block[None, :] == stream, part[:, None], 0.0)
+        x = tl.load(
+            x_ptr + tokens[:, None, None] * stride_xt + streams[None, :, None] * stride_xs
+            + channels[None, None, :] * stride_xc,
+            mask=stream_rows_ok[:, :, None] & channel_ok[None, None, :], other=0.0,
+        )
+        products += grad_branch.to(tl.float32)[:, None, :] * x.to(tl.float32)
+    per_stream = tl.sum(products, axis=2)  # (T, NP) → the (T, 16) block layout of the coefficients
+    grad_h_pre = tl.sum(tl.where(block[None, None, :] == streams[None, :, None], per_stream[:, :, None], 0.0), axis=1)
+    grad_h_pre += tl.load(grad_h_pre_ptr + small, mask=stream_ok, other=0.0)
 
     # The coefficients again, from the saved normalised projection (inv_rms = 1 undoes nothing).
     proj_rows = proj_ptr + tokens[:, None] * n_cols
@@ -481,12 +472,20 @@ def _phi_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
-def _pre_meta(x: torch.Tensor, num_streams: int) -> dict:
+def _check_streams(x: torch.Tensor) -> tuple[int, int, int]:
+    assert x.dim() == 3, f"the mHC kernels take streams as (N, n, C), got shape {tuple(x.shape)}"
+    assert x.dtype in (torch.float32, torch.bfloat16, torch.float16), f"unsupported stream dtype {x.dtype}"
+    return x.shape
+
+
+def _pre_meta(x: torch.Tensor, kernel: str) -> dict:
+    num_tokens, num_streams, width = x.shape
     np_ = padded_streams(num_streams)
+    tiles = tiles_for(kernel, width, num_streams, num_tokens)
     return dict(
         N_STREAMS=num_streams, NP=np_, PHI_COLUMNS=_RES_OFFSET + np_ * np_,
         LOW_PRECISION=x.dtype in (torch.bfloat16, torch.float16), WIDEN=INTERPRET,
-        BLOCK_T=_PRE_BLOCK_T, BLOCK_C=_PRE_BLOCK_C, num_warps=_PRE_WARPS,
+        BLOCK_T=tiles.block_t, BLOCK_C=tiles.block_c, num_warps=tiles.warps,
     )
 
 
@@ -502,7 +501,7 @@ def launch_pre(
     inv_rms (N,)), all but the branch input fp32.
     """
     num_tokens, num_streams, width = _check_streams(x)
-    meta = _pre_meta(x, num_streams)
+    meta = _pre_meta(x, "pre")
     phi_padded = phi_padded.to(_phi_dtype(x)).contiguous()
     bias_padded = bias_padded.to(torch.float32).contiguous()
     columns = 2 * num_streams + num_streams * num_streams
@@ -513,7 +512,7 @@ def launch_pre(
     h_res = torch.empty((num_tokens, num_streams, num_streams), dtype=torch.float32, device=device)
     proj = torch.empty((num_tokens, columns), dtype=torch.float32, device=device)
     inv_rms = torch.empty((num_tokens,), dtype=torch.float32, device=device)
-    grid = (triton.cdiv(num_tokens, _PRE_BLOCK_T),)
+    grid = (triton.cdiv(num_tokens, meta["BLOCK_T"]),)
     _pre_kernel[grid](
         x, phi_padded, bias_padded, gates.to(torch.float32).contiguous(),
         branch, h_pre, h_post, h_res, proj, inv_rms,
@@ -534,7 +533,7 @@ def launch_pre_backward(
     which the caller does in torch.
     """
     num_tokens, num_streams, width = _check_streams(x)
-    meta = _pre_meta(x, num_streams)
+    meta = _pre_meta(x, "pre_backward")
     phi_padded = phi_padded.to(_phi_dtype(x)).contiguous()
     bias_padded = bias_padded.to(torch.float32).contiguous()
     columns = 2 * num_streams + num_streams * num_streams
@@ -542,7 +541,7 @@ def launch_pre_backward(
     grad_logits = torch.empty((num_tokens, columns), dtype=torch.float32, device=x.device)
     # Each normalisation's sums, written and read back by the program that owns the token.
     scratch = torch.empty((num_tokens, iters, 2, meta["NP"]), dtype=torch.float32, device=x.device)
-    grid = (triton.cdiv(num_tokens, _PRE_BLOCK_T),)
+    grid = (triton.cdiv(num_tokens, meta["BLOCK_T"]),)
     _pre_backward_kernel[grid](
         grad_branch.contiguous(), grad_h_pre.to(torch.float32).contiguous(),
         grad_h_post.to(torch.float32).contiguous(), grad_h_res.to(torch.float32).contiguous(),

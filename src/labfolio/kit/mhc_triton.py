@@ -13,6 +13,9 @@ replaced by one kernel each, forward and backward (``labfolio.kit.mhc_kernels``)
 - **post-branch** (``mhc_post_mix``): X' = H_res·X + H_postᵀ ⊗ F, reading the n streams and the
   branch output once and writing the n new streams once; its backward kernel writes the state
   and branch gradients and reduces the per-token coefficient gradients in fp32.
+  ``mhc_post_mix_pair`` applies two mixes in one pass (the middle state rounded in registers,
+  never stored), which is how the fast path rebuilds a segment's next stored state; its backward
+  rebuilds the middle state and differentiates both mixes in one pass as well.
 
 The ops are ``torch.library`` custom ops, so ``torch.compile`` keeps each as one opaque call
 (with shapes from their fake implementations) and fuses what lies around them. Importing this
@@ -29,9 +32,10 @@ import torch
 from torch import Tensor
 
 from labfolio.kit import mhc_kernels as kernels
+from labfolio.kit import mhc_mix_kernels as mix_kernels
 from labfolio.kit.mhc_fused import _matmul
 
-__all__ = ["MAX_KERNEL_STREAMS", "kernels_usable", "post_mix", "pre_branch"]
+__all__ = ["MAX_KERNEL_STREAMS", "kernels_usable", "post_mix", "post_mix_pair", "pre_branch"]
 
 MAX_KERNEL_STREAMS = 8
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -48,7 +52,7 @@ def kernels_usable(streams: Tensor, num_streams: int) -> bool:
 
 @torch.library.custom_op("labfolio::mhc_post_mix", mutates_args=())
 def _post_mix_op(x: Tensor, h_res: Tensor, h_post: Tensor, branch_output: Tensor, out_dtype: torch.dtype) -> Tensor:
-    return kernels.launch_post_mix(x, h_res, h_post, branch_output, out_dtype)
+    return mix_kernels.launch_post_mix(x, ((h_res, h_post, branch_output),), out_dtype)
 
 
 @_post_mix_op.register_fake
@@ -60,7 +64,10 @@ def _(x, h_res, h_post, branch_output, out_dtype):
 def _post_mix_backward_op(
     grad_out: Tensor, x: Tensor, h_res: Tensor, h_post: Tensor, branch_output: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return kernels.launch_post_mix_backward(grad_out, x, h_res, h_post, branch_output)
+    grad_x, ((grad_h_res, grad_h_post, grad_f),) = mix_kernels.launch_post_mix_backward(
+        grad_out, x, ((h_res, h_post, branch_output),)
+    )
+    return grad_x, grad_h_res, grad_h_post, grad_f
 
 
 @_post_mix_backward_op.register_fake
@@ -87,6 +94,60 @@ def _post_mix_backward(ctx, grad_out):
 _post_mix_op.register_autograd(_post_mix_backward, setup_context=_post_mix_setup)
 
 
+@torch.library.custom_op("labfolio::mhc_post_mix_pair", mutates_args=())
+def _post_mix_pair_op(
+    x: Tensor, h_res_a: Tensor, h_post_a: Tensor, f_a: Tensor, h_res_m: Tensor, h_post_m: Tensor, f_m: Tensor,
+    out_dtype: torch.dtype,
+) -> Tensor:
+    return mix_kernels.launch_post_mix(x, ((h_res_a, h_post_a, f_a), (h_res_m, h_post_m, f_m)), out_dtype)
+
+
+@_post_mix_pair_op.register_fake
+def _(x, h_res_a, h_post_a, f_a, h_res_m, h_post_m, f_m, out_dtype):
+    return x.new_empty(x.shape, dtype=out_dtype)
+
+
+@torch.library.custom_op("labfolio::mhc_post_mix_pair_backward", mutates_args=())
+def _post_mix_pair_backward_op(
+    grad_out: Tensor, x: Tensor, h_res_a: Tensor, h_post_a: Tensor, f_a: Tensor, h_res_m: Tensor, h_post_m: Tensor,
+    f_m: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    grad_x, per_mix = mix_kernels.launch_post_mix_backward(
+        grad_out, x, ((h_res_a, h_post_a, f_a), (h_res_m, h_post_m, f_m))
+    )
+    return (grad_x, *per_mix[0], *per_mix[1])
+
+
+@_post_mix_pair_backward_op.register_fake
+def _(grad_out, x, h_res_a, h_post_a, f_a, h_res_m, h_post_m, f_m):
+    fp32 = dict(dtype=torch.float32)
+    return (
+        x.new_empty(x.shape),
+        h_res_a.new_empty(h_res_a.shape, **fp32), h_post_a.new_empty(h_post_a.shape, **fp32), f_a.new_empty(f_a.shape),
+        h_res_m.new_empty(h_res_m.shape, **fp32), h_post_m.new_empty(h_post_m.shape, **fp32), f_m.new_empty(f_m.shape),
+    )
+
+
+def _post_mix_pair_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:7])
+
+
+def _post_mix_pair_backward(ctx, grad_out):
+    return (*_post_mix_pair_backward_op(grad_out, *ctx.saved_tensors), None)
+
+
+_post_mix_pair_op.register_autograd(_post_mix_pair_backward, setup_context=_post_mix_pair_setup)
+
+
+def _flat_mix(mix: tuple[Tensor, Tensor, Tensor], batch: int, seq: int, num_streams: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(h_res (N, n, n), h_post (N, n) fp32, F (N, C)) of a mix with static or per-token coefficients."""
+    h_res, h_post, branch_output = mix
+    tokens = batch * seq
+    h_res = h_res.to(torch.float32).expand(batch, seq, num_streams, num_streams).reshape(tokens, num_streams, num_streams)
+    h_post = h_post.to(torch.float32).expand(batch, seq, num_streams).reshape(tokens, num_streams)
+    return h_res, h_post, branch_output.reshape(tokens, branch_output.shape[-1])
+
+
 def post_mix(streams: Tensor, h_res: Tensor, h_post: Tensor, branch_output: Tensor, out_dtype: torch.dtype) -> Tensor:
     """H_res·X + H_postᵀ ⊗ F rounded to ``out_dtype``: streams (B, T, n, C), F (B, T, C).
 
@@ -94,11 +155,24 @@ def post_mix(streams: Tensor, h_res: Tensor, h_post: Tensor, branch_output: Tens
     broadcast over the tokens; their gradient is the token sum).
     """
     batch, seq, num_streams, width = streams.shape
-    tokens = batch * seq
-    h_res = h_res.to(torch.float32).expand(batch, seq, num_streams, num_streams).reshape(tokens, num_streams, num_streams)
-    h_post = h_post.to(torch.float32).expand(batch, seq, num_streams).reshape(tokens, num_streams)
-    out = _post_mix_op(
-        streams.reshape(tokens, num_streams, width), h_res, h_post, branch_output.reshape(tokens, width), out_dtype
+    flat = _flat_mix((h_res, h_post, branch_output), batch, seq, num_streams)
+    out = _post_mix_op(streams.reshape(batch * seq, num_streams, width), *flat, out_dtype)
+    return out.reshape(batch, seq, num_streams, width)
+
+
+def post_mix_pair(
+    streams: Tensor, first: tuple[Tensor, Tensor, Tensor], second: tuple[Tensor, Tensor, Tensor],
+    out_dtype: torch.dtype,
+) -> Tensor:
+    """``post_mix(post_mix(streams, *first, out_dtype), *second, out_dtype)`` in one pass over the state.
+
+    Same values and gradients as the two calls (the middle state is rounded to ``out_dtype`` as
+    if stored; its gradient stays fp32), but the middle state is neither written nor saved.
+    """
+    batch, seq, num_streams, width = streams.shape
+    out = _post_mix_pair_op(
+        streams.reshape(batch * seq, num_streams, width), *_flat_mix(first, batch, seq, num_streams),
+        *_flat_mix(second, batch, seq, num_streams), out_dtype,
     )
     return out.reshape(batch, seq, num_streams, width)
 
