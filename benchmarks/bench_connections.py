@@ -13,6 +13,10 @@ fast path, and its row's note says so).
     python benchmarks/bench_connections.py --cpu-smoke              # tiny shape on CPU, seconds
     python benchmarks/bench_connections.py --shapes gpt2s --modes compile --compile-unit block \
         --connections residual,mhc,mhc-fast,mhc-triton            # the fast-mHC issue's target
+    python benchmarks/bench_connections.py --kernel-sweep         # each mHC kernel alone, over tile shapes
+
+The sweep prints, per shape, the fastest tiles as a ``LABFOLIO_MHC_TILES=...`` value; set it in
+the environment of a full run to measure the model with them.
 
 If the ``hyper_connections`` package is importable, its HC, mHC and mHC v2 modules are measured
 as ``peer-hc`` / ``peer-mhc`` / ``peer-mhcv2`` rows in the same model, for reference.
@@ -39,7 +43,7 @@ from torch import nn
 from labfolio.kit.connections import ConnectionConfig
 from labfolio.kit.models.gpt import GPT, GPTConfig
 
-__all__ = ["main", "measure", "parse_args"]
+__all__ = ["kernel_sweep", "main", "measure", "parse_args"]
 
 CPU_SMOKE_SHAPE = {"batch": 2, "seq": 16, "depth": 2, "width": 32, "heads": 2}
 SHAPES = {  # name -> (depth, width, heads)
@@ -74,6 +78,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-peer", action="store_true", help="skip the hyper_connections peer rows")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shape on CPU: checks the script in seconds")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--kernel-sweep", action="store_true",
+        help="time each mHC Triton kernel alone at each shape's width over a grid of tile shapes (CUDA)",
+    )
     args = parser.parse_args(argv)
     if args.cpu_smoke:
         for name, value in CPU_SMOKE_SHAPE.items():
@@ -321,6 +329,11 @@ def _format_memory(gib: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    if args.kernel_sweep:
+        rows = kernel_sweep(args)
+        if args.json:
+            _write_json(args.json, torch.cuda.get_device_name(), args, rows)
+        return rows
     device = torch.device("cpu" if args.cpu_smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # what a bf16 training run would use
@@ -365,6 +378,84 @@ def _write_json(path: str, device_name: str, args: argparse.Namespace, rows: lis
     with open(path, "w", encoding="utf-8") as handle:
         record = {"device": device_name, "torch": torch.__version__, "args": vars(args), "rows": rows}
         json.dump(record, handle, indent=2, default=str)
+
+
+# --------------------------------------------------------------------------- kernel tile sweep
+
+_SWEEP_CANDIDATES = {  # kernel -> (tokens, channels, warps, splits) tried, every combination
+    "post_mix": ((1, 2), (64, 128, 256, 512), (4, 8), (1,)),
+    "post_mix_backward": ((1, 2), (32, 64, 128, 256), (4, 8), (1, 2, 4)),
+    "pre": ((16, 32, 64), (32, 64), (4, 8), (1,)),
+    "pre_backward": ((16, 32, 64), (32, 64), (4, 8), (1,)),
+}
+# State sizes S = n·C·2 bytes per token that one call reads and writes (mhc_kernels' table, n = 4
+# branch tensors at S/4); the post-mix rows time one single mix plus one pair, as a block runs.
+_SWEEP_STATE_BYTES = {"post_mix": 2.25 + 2.5, "post_mix_backward": 3.5 + 4.0, "pre": 2.25, "pre_backward": 3.5}
+
+
+def kernel_sweep(args: argparse.Namespace) -> list[dict]:
+    """Time each mHC kernel alone at each shape's width over a grid of tile shapes (CUDA only).
+
+    Prints ms per call and the bandwidth its state traffic implies, and, per shape, the
+    ``LABFOLIO_MHC_TILES`` value of the fastest tiles, to pass to a full benchmark run.
+    """
+    import itertools
+
+    from triton.testing import do_bench
+
+    from labfolio.kit import mhc_kernels, mhc_mix_kernels
+
+    assert torch.cuda.is_available(), "--kernel-sweep times the Triton kernels on a CUDA device"
+    device, n, tokens = torch.device("cuda"), args.streams, args.batch * args.seq
+    rows = []
+    for shape_name, (_, width, _) in args.shapes:
+        generator = torch.Generator(device=device).manual_seed(0)
+
+        def randn(*shape, dtype=torch.bfloat16):
+            return torch.randn(*shape, generator=generator, device=device).to(dtype)
+
+        x = randn(tokens, n, width)
+        mix = (torch.rand(tokens, n, n, device=device), 2 * torch.rand(tokens, n, device=device), randn(tokens, width))
+        columns = 2 * n + n * n
+        phi = mhc_kernels.pad_phi(randn(n * width, columns, dtype=torch.float32) / (n * width) ** 0.5, n, torch.bfloat16)
+        bias = mhc_kernels.pad_phi(torch.zeros(columns, device=device), n, torch.float32)
+        gates = torch.full((3,), 0.01, device=device)
+        pre_outputs = mhc_kernels.launch_pre(x, phi, bias, gates, 20, 1.0, 1e-6, torch.bfloat16)
+        grads = (randn(tokens, width), torch.zeros(tokens, n, device=device), randn(tokens, n, dtype=torch.float32),
+                 randn(tokens, n, n, dtype=torch.float32))
+        calls = {
+            "post_mix": lambda: (mhc_mix_kernels.launch_post_mix(x, (mix,), x.dtype),
+                                 mhc_mix_kernels.launch_post_mix(x, (mix, mix), x.dtype)),
+            "post_mix_backward": lambda: (mhc_mix_kernels.launch_post_mix_backward(x, x, (mix,)),
+                                          mhc_mix_kernels.launch_post_mix_backward(x, x, (mix, mix))),
+            "pre": lambda: mhc_kernels.launch_pre(x, phi, bias, gates, 20, 1.0, 1e-6, torch.bfloat16),
+            "pre_backward": lambda: mhc_kernels.launch_pre_backward(
+                *grads, x, phi, bias, gates, pre_outputs[4], pre_outputs[5], 20, 1.0),
+        }
+        best = {}
+        for kernel, candidates in _SWEEP_CANDIDATES.items():
+            default = mhc_kernels.default_tiles(kernel, width, n, tokens)
+            for tiles in itertools.product(*candidates):
+                tiles = mhc_kernels.Tiles(*tiles)
+                mhc_kernels.TILE_OVERRIDES[kernel] = tiles
+                try:
+                    ms = do_bench(calls[kernel], warmup=5, rep=20)
+                except Exception as exc:  # a shape the compiler rejects (registers, shared memory)
+                    print(f"{shape_name} {kernel} {tiles} failed: {type(exc).__name__}", flush=True)
+                    continue
+                finally:
+                    mhc_kernels.TILE_OVERRIDES.pop(kernel, None)
+                gbps = _SWEEP_STATE_BYTES[kernel] * tokens * n * width * 2 / (ms * 1e-3) / 1e9
+                row = {"shape": shape_name, "kernel": kernel, "tiles": tiles._asdict(), "ms": ms, "state_gbps": gbps,
+                       "default": tiles == default}
+                rows.append(row)
+                print(f"{shape_name:6} {kernel:18} {'x'.join(map(str, tiles)):12} {ms:8.3f} ms {gbps:7.0f} GB/s"
+                      f"{'  (default)' if row['default'] else ''}", flush=True)
+                if kernel not in best or ms < best[kernel][1]:
+                    best[kernel] = (tiles, ms)
+        fastest = ";".join(f"{k}={'x'.join(map(str, t))}" for k, (t, _) in best.items())
+        print(f"{shape_name}: fastest tiles  {mhc_kernels.TILES_ENV}=\"{fastest}\"", flush=True)
+    return rows
 
 
 if __name__ == "__main__":
