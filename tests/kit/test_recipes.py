@@ -257,14 +257,36 @@ def test_augmentation_values_out_of_range_are_config_errors():
             classify.ClassifyConfig(**{name: float(flag.split("=")[1])})
 
 
-def test_block_compilation_raises_the_recompile_limit_to_a_graph_per_block_in_train_and_eval(monkeypatch):
+def test_block_compilation_raises_the_recompile_limit_to_a_graph_per_block_in_train_and_eval():
     import torch._dynamo.config as dynamo_config
 
     from labfolio.kit.models.vit import ViT, ViTConfig
     from labfolio.kit.recipes import compile_for_training
 
+    # saved and restored by hand: monkeypatch's undo deletes the attribute, which hides a
+    # torch config entry for the rest of the session
     name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
-    monkeypatch.setattr(dynamo_config, name, 8)
-    deep = ViT(ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, depth=12, width=16, heads=2))
-    compile_for_training(deep, True, "block", torch.device("cuda"))
-    assert getattr(dynamo_config, name) >= 2 * 12
+    previous = getattr(dynamo_config, name)
+    try:
+        setattr(dynamo_config, name, 8)
+        deep = ViT(ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, depth=12, width=16, heads=2))
+        compile_for_training(deep, True, "block", torch.device("cuda"))
+        assert getattr(dynamo_config, name) >= 2 * 12
+    finally:
+        setattr(dynamo_config, name, previous)
+
+
+def test_compiling_for_training_starts_from_a_clean_graph_cache_so_a_second_model_is_compiled_too(monkeypatch):
+    import torch._dynamo
+
+    from labfolio.kit.models.vit import ViT, ViTConfig
+    from labfolio.kit.recipes import compile_for_training
+
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(True))
+    config = ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, depth=2, width=16, heads=2)
+    compile_for_training(ViT(config), True, "block", torch.device("cuda"))
+    compile_for_training(ViT(config), True, "model", torch.device("cuda"))
+    assert len(resets) == 2
+    compile_for_training(ViT(config), True, "block", torch.device("cpu"))  # nothing compiled, nothing reset
+    assert len(resets) == 2

@@ -410,6 +410,9 @@ def compile_for_training(
     if not enabled or device.type != "cuda":
         return model
     options = {} if mode == "default" else {"mode": mode}
+    # Graphs compiled for an earlier model in this process (a sweep calling train() in a loop)
+    # count against the recompile limit of the same block code and would leave this model eager.
+    torch._dynamo.reset()
     if unit == "model":
         return torch.compile(model, **options)
     if unit != "block":
