@@ -18,7 +18,7 @@ def quantised_images(batch=6, channels=3, size=16, seed=0):
 
 def apply_op(name, images, level, sign=1.0):
     choice = torch.full((images.shape[0],), RAND_AUGMENT_OPS.index(name))
-    return augment._one_round(images, choice, torch.full((images.shape[0],), sign), level)
+    return augment.apply_round(images, choice, torch.full((images.shape[0],), sign), level)
 
 
 @pytest.mark.parametrize("name", [n for n in RAND_AUGMENT_OPS if n not in ("autocontrast", "equalize")])
@@ -123,3 +123,15 @@ def test_drop_branch_zeroes_whole_samples_rescales_the_rest_and_is_off_in_eval()
     assert torch.all(dropped == per_sample[:, None, None])
     assert abs(float(dropped.mean()) - 1.0) < 0.05
     assert torch.equal(drop_branch(x, 0.25, training=False), x)
+
+
+def test_a_round_compiles_as_one_graph_and_matches_eager():
+    images = quantised_images(batch=len(RAND_AUGMENT_OPS))
+    choice = torch.arange(len(RAND_AUGMENT_OPS))  # every operation once
+    sign = torch.tensor([1.0, -1.0] * (len(RAND_AUGMENT_OPS) // 2))
+    compiled = torch.compile(augment.apply_round, backend="aot_eager", fullgraph=True)
+    expected = augment.apply_round(images, choice, sign, 0.7)
+    assert torch.allclose(compiled(images, choice, sign, 0.7), expected, atol=1e-6)
+    generator_state = torch.Generator().manual_seed(5)
+    again = rand_augment(images, 2, 7, generator_state, apply=compiled)
+    assert torch.allclose(again, rand_augment(images, 2, 7, torch.Generator().manual_seed(5)), atol=1e-6)

@@ -21,12 +21,13 @@ host synchronisation (nothing reads a device value back, so the CPU keeps queuei
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RAND_AUGMENT_OPS", "mix_batch", "rand_augment", "random_erase", "soft_targets"]
+__all__ = ["RAND_AUGMENT_OPS", "apply_round", "mix_batch", "rand_augment", "random_erase", "soft_targets"]
 
 # The RandAugment operation set (Cubuk et al. 2020) for small images.
 RAND_AUGMENT_OPS = (
@@ -132,10 +133,14 @@ def _geometric_theta(
     return theta
 
 
-def _one_round(
+def apply_round(
     images: torch.Tensor, choice: torch.Tensor, sign: torch.Tensor, level: float
 ) -> torch.Tensor:
-    """Apply operation `choice[i]` at `level` (0–1) with `sign[i]` (±1) to image i."""
+    """Apply operation `choice[i]` at `level` (0–1) with `sign[i]` (±1) to image i.
+
+    Pure and free of host reads, so ``torch.compile(apply_round)`` fuses its ~60 small kernels
+    into a few; `rand_augment` takes the compiled version through `apply`.
+    """
     batch, _channels, height, width = images.shape
     signed_level = sign * level  # (B,)
 
@@ -170,13 +175,15 @@ def _one_round(
 
 
 def rand_augment(
-    images: torch.Tensor, ops: int, magnitude: float, generator: torch.Generator | None = None
+    images: torch.Tensor, ops: int, magnitude: float, generator: torch.Generator | None = None,
+    apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor] = apply_round,
 ) -> torch.Tensor:
     """RandAugment on a batch in [0, 1]: `ops` rounds, each drawing one operation per image.
 
     images: (B, C, H, W) floating point in [0, 1]; returns the same shape and dtype, in [0, 1].
     magnitude: 0–10 (10 = the strongest setting of every operation). Random numbers come from
     `generator` (on the images' device), so a seeded generator makes the result reproducible.
+    `apply` does one round given the drawn operations (`apply_round`, or a compiled copy of it).
     """
     assert images.ndim == 4 and images.is_floating_point(), (
         f"images must be floating point (B, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}"
@@ -191,7 +198,7 @@ def rand_augment(
     for _ in range(ops):
         choice = torch.randint(0, len(RAND_AUGMENT_OPS), (batch,), generator=generator, device=images.device)
         sign = torch.randint(0, 2, (batch,), generator=generator, device=images.device).to(images.dtype) * 2 - 1
-        out = _one_round(out, choice, sign, level)
+        out = apply(out, choice, sign, level)
     return out
 
 
