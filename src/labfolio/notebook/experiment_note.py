@@ -169,15 +169,20 @@ def experiment_rules(ctx: Context, exp: ExperimentInfo) -> list:
 _HEALTH_ICON = {"good": "✅", "watch": "⚠️", "bad": "❌"}
 
 
-def _judge(rule, entry) -> tuple[str, float] | str | None:
+def _needs_series(rule) -> bool:
+    """Whether only a run's series can tell `rule`'s health (relative ranges, windows, start steps)."""
+    return rule.relative or rule.start_step is not None or rule.aggregation == "mean_last_N"
+
+
+def _judge(rule, entry, needs_series: bool) -> tuple[str, float] | str | None:
     """(health, value) of a rule on a run's summary entry; the value as written when it is not a
-    number; None when only the series can tell (relative ranges, windows, start steps)."""
+    number; None when only the series can tell (`needs_series`: ``_needs_series(rule)``)."""
     if entry.count == 0:  # a value set or imported without a series
         value = entry.value
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return None if value is None else str(value)
         return str(rule.judge(float(value))), float(value)
-    if rule.relative or rule.start_step is not None or rule.aggregation == "mean_last_N":
+    if needs_series:
         return None
     if rule.aggregation == "last":
         value = entry.value
@@ -194,24 +199,25 @@ def rules_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     """The metrics-to-watch table: each rule that applies, judged per variant (worst run first)."""
     rules = experiment_rules(ctx, exp)
     keys = sorted({key for r in exp.runs for key in r.summary})
-    variants = [v for v in exp.variants if exp.runs_of(v)]
+    with_runs = [(v, runs) for v in exp.variants if (runs := exp.runs_of(v))]
     rows = []
     own = {rule.metric for rule in _own_rules(exp)}
     for rule in rules:
         matched = [key for key in keys if rule.matches(key)]
         if not matched and rule.metric not in own:
             continue
+        needs_series = _needs_series(rule)
         for key in matched or [rule.metric]:
             cells = []
-            for variant in variants:
-                outcomes = [_judge(rule, r.summary[key]) for r in exp.runs_of(variant) if key in r.summary]
+            for _, runs in with_runs:
+                outcomes = [_judge(rule, r.summary[key], needs_series) for r in runs if key in r.summary]
                 judged = [j for j in outcomes if isinstance(j, tuple)]
                 written = [j for j in outcomes if isinstance(j, str)]
                 if not judged and written:
                     cells.append("not a number: " + " / ".join(dict.fromkeys(written)))
                     continue
                 if not judged:
-                    needs_history = any(key in r.summary for r in exp.runs_of(variant))
+                    needs_history = any(key in r.summary for r in runs)
                     cells.append("judged on the series (see alerts)" if needs_history else "no data")
                     continue
                 worst = max(judged, key=lambda j: ("good", "watch", "bad").index(j[0]))[0]
@@ -226,7 +232,7 @@ def rules_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     if not rows:
         return ["No health rule applies to this experiment's metrics. Add a row to the table below "
                 "(| Metric | Good Value | Bad Value | Notes |) or to .labfolio/rules.yaml."]
-    return render_table(["Metric", "Good Value", "Bad Value", "Notes", *variants], rows)
+    return render_table(["Metric", "Good Value", "Bad Value", "Notes", *(v for v, _ in with_runs)], rows)
 
 
 def _own_rules(exp: ExperimentInfo) -> Sequence:

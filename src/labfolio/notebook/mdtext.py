@@ -231,7 +231,10 @@ def _table_line(cells: Sequence[Any]) -> str:
     # A line of plain strings with no bar but the separators and no line break needs no escaping,
     # which is nearly every row of a generated table; escape_cell cell by cell is the slow path
     # (it also writes what is not a str, str subclasses included, as str() does).
-    if all(type(cell) is str for cell in cells):
+    for cell in cells:
+        if type(cell) is not str:
+            break
+    else:
         line = " | ".join(cells)
         if "\n" not in line and line.count("|") == len(cells) - 1:
             return f"| {line} |"
