@@ -312,7 +312,9 @@ def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | Non
     plot_specs = {}
     if plots:
         for exp in snapshot.experiments:
-            specs = plan_plots(exp, ctx.results(exp)["metrics"], snapshot.artifacts)
+            # the results' metrics, taken from their key: planning the plots computes no results
+            # (a first write leaves them to the notes, and to the writer's process, see ahead.py)
+            specs = plan_plots(exp, ctx.results_key(exp)[1], snapshot.artifacts)
             plot_specs[exp.name] = specs
             ctx.plots[exp.name] = [(spec.caption, spec.path) for spec in specs]
 
