@@ -7,7 +7,9 @@
 Measures, on a synthetic SQLite store (every experiment: 2 variants x 5 seeds, a short series per
 run, test/acc and test/loss summaries, a lineage, a few alerts and notes):
 
-1. a first regeneration into an empty vault (no cached results, no fingerprints, no plots);
+1. a first regeneration into an empty vault (no cached results, no fingerprints, no plots); the
+   notes' worker process renders the experiments this one has not reached yet while it has no
+   files to write (notebook/ahead.py), so a second core that is free makes this phase shorter;
 2. a second regeneration with no change (target: < 5 s, and no file written);
 3. a regeneration after one new run (only that experiment's notes and the logs are rewritten; the
    notes of every other experiment are kept by fingerprint without being rendered, and the logs

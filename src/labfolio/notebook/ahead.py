@@ -26,8 +26,9 @@ __all__ = ["ExperimentsAhead", "CHUNK", "MIN_EXPERIMENTS"]
 CHUNK = 8
 # Chunks in the worker at once: one running and one queued keeps it busy between the batches.
 IN_FLIGHT = 2
-# Below this many experiments to render from scratch, the worker is not started for them (it is
-# started at writer.PROCESS_THRESHOLD notes anyway, and then used).
+# Below this many experiments to render from scratch, none is handed over and the worker is not
+# started for them: such a write is short anyway, and starting a process (a fork of this one)
+# would be a fair part of it.
 MIN_EXPERIMENTS = 200
 
 _context = None  # the rendering context the worker inherits when it is forked (see ExperimentsAhead)
