@@ -29,14 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WIDTH = 16
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class PreNormBranch(nn.Module):
     """A branch shaped like the models' ones: scale-invariant norm, then a projection."""
 

@@ -26,14 +26,6 @@ from labfolio.kit.sinkhorn import doubly_stochastic_errors, sinkhorn  # noqa: E4
 WIDTH = 16
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def mhc_config(**overrides) -> ConnectionConfig:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConnectionWarning)

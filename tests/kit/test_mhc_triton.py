@@ -49,14 +49,6 @@ def test_kernels_run_where_the_tests_can_check_them():
     assert INTERPRETED or torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def relative_error(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300)).item()
 

@@ -11,14 +11,6 @@ from labfolio.kit.models import GPT, ViT, GPTConfig, ViTConfig  # noqa: E402
 CONNECTIONS = ["residual", "hc", "mhc"]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def connection(name: str, **overrides) -> ConnectionConfig:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConnectionWarning)

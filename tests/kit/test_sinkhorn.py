@@ -5,14 +5,6 @@ torch = pytest.importorskip("torch")
 from labfolio.kit.sinkhorn import doubly_stochastic_errors, sinkhorn  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_sinkhorn_output_is_nonnegative():
     generator = torch.Generator().manual_seed(0)
     logits = 5 * torch.randn(64, 4, 4, generator=generator)
