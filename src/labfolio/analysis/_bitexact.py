@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# used by labfolio.analysis.stats, which owns the public names
+__all__ = ["_bootstrap_delta_ci", "_numpy_sum", "_t_quantile", "_welch_p_value"]
+
 @functools.lru_cache(maxsize=1)
 def _special():
     """The module holding scipy's t distribution functions (``stdtr``, ``stdtrit``).
