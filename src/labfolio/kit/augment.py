@@ -1,9 +1,9 @@
 """Strong image augmentation for whole batches on the training device: RandAugment, random
 erasing, and MixUp/CutMix with the soft targets they imply.
 
-Small ViTs trained from scratch on CIFAR-sized data overfit without strong augmentation: crop and
-flip alone leave a plain ViT-Tiny in the high 80s on CIFAR-10, where RandAugment, MixUp/CutMix,
-random erasing and stochastic depth take it past 90%. Per-image augmentation in CPU data loaders
+Small ViTs trained from scratch on CIFAR-sized data overfit without strong augmentation (the
+published small-data ViT recipes all use RandAugment or AutoAugment, MixUp/CutMix, random
+erasing and stochastic depth). Per-image augmentation in CPU data loaders
 would be the bottleneck for a model this small, so everything here works on a (B, C, H, W) batch
 that already lives on the GPU, with a different random operation and sign per image, and no
 host synchronisation (nothing reads a device value back, so the CPU keeps queueing work).
