@@ -54,7 +54,7 @@ from labfolio.analysis.rules import (
     evaluate_rules,
     merge_rules,
 )
-from labfolio.analysis.runs import RunView, exclusion_reason
+from labfolio.analysis.runs import RunView, exclusion_reason, exclusion_reasons
 from labfolio.analysis.schedule import ScheduleSpec, schedule_from_config
 from labfolio.analysis.stats import (
     Comparison,
@@ -77,6 +77,7 @@ __all__ = [
     # runs and results
     "RunView",
     "exclusion_reason",
+    "exclusion_reasons",
     "Alert",
     "AlertKind",
     "Severity",

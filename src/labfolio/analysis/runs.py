@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_EXCLUDED_STATES",
     "exclusion_reason",
     "superseded_runs",
+    "exclusion_reasons",
 ]
 
 RUN_STATES = ("running", "finished", "crashed", "killed", "failed")
@@ -168,3 +169,22 @@ def superseded_runs(runs: Iterable[RunView]) -> dict[str, str]:
             reasons[run.run_id] = f"seed {run.seed} again: run {winner.run_id} is newer and counts instead"
     return reasons
 
+
+
+def exclusion_reasons(
+    runs: Iterable[RunView],
+    *,
+    include_invalid: bool = False,
+    excluded_states: Iterable[str] = DEFAULT_EXCLUDED_STATES,
+) -> dict[str, str | None]:
+    """Run id -> why the run is left out of comparisons (None: it counts), for every run.
+
+    ``exclusion_reason`` first, then one run per seed among those still kept: a newer crashed
+    retry must not push out the older finished run of that seed.
+    """
+    runs = list(runs)
+    excluded_states = tuple(excluded_states)
+    reasons = {run.run_id: exclusion_reason(run, include_invalid=include_invalid, excluded_states=excluded_states)
+               for run in runs}
+    reasons.update(superseded_runs(run for run in runs if reasons[run.run_id] is None))
+    return reasons

@@ -32,7 +32,7 @@ import numpy as np
 
 from labfolio.analysis._bitexact import _bootstrap_delta_ci, _numpy_sum, _t_quantile, _welch_p_value
 from labfolio.analysis.errors import AnalysisInputError
-from labfolio.analysis.runs import DEFAULT_EXCLUDED_STATES, RunView, exclusion_reason, superseded_runs
+from labfolio.analysis.runs import DEFAULT_EXCLUDED_STATES, RunView, exclusion_reasons
 
 __all__ = [
     "Verdict",
@@ -510,16 +510,12 @@ def seed_statistics(
     `metrics` defaults to every numeric summary key. `baselines` names each experiment's baseline
     variant (one name for all, or a mapping); without it a variant called baseline/base/control/
     reference is used, and an experiment without one gets stats but no comparisons (a note says
-    so). Runs are excluded as ``exclusion_reason`` says; `include_invalid=True` keeps them all.
+    so). Runs are excluded as ``exclusion_reasons`` says; `include_invalid=True` keeps them all.
     """
     runs = list(runs)
     kept: list[RunView] = []
     excluded: list[ExcludedRun] = []
-    reasons = {run.run_id: exclusion_reason(run, include_invalid=include_invalid, excluded_states=excluded_states)
-               for run in runs}
-    # one run per seed, chosen among the runs that count at all (a newer crashed retry must not
-    # push out the older finished run of that seed)
-    reasons.update(superseded_runs(run for run in runs if reasons[run.run_id] is None))
+    reasons = exclusion_reasons(runs, include_invalid=include_invalid, excluded_states=excluded_states)
     for run in runs:
         reason = reasons[run.run_id]
         if reason is None:

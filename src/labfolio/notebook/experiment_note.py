@@ -92,14 +92,23 @@ def config_block(flat: Mapping[str, Any]) -> list[str]:
 def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     from ..analysis.diff import VARIES, flatten_config, is_ignored, shared_config
 
-    runs = [r for r in exp.runs if r.config]
-    if not runs:
+    recorded = [r for r in exp.runs if r.config]
+    if not recorded:
         return ["No config recorded for this experiment's runs."]
+    counted = {view.run_id for view in ctx.config_views(exp)}
+    runs = [r for r in recorded if r.run_id in counted]
+    # the runs the results count (or a variant's newest runs when none of it counts); the others,
+    # killed runs and older same-seed runs, are listed in the variant notes
+    left_out = len(recorded) - len(runs)
     shared = shared_config([r.config for r in runs])
     fixed = {k: v for k, v in shared.items() if v is not VARIES}
     varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k)]  # seeds, paths: expected
     lines = [f"Config shared by all {len(runs)} runs (defaults included):", "", *config_block(fixed)] if fixed \
         else [f"No config key has the same value in all {len(runs)} runs."]
+    if left_out:
+        lines[0:0] = [f"Described: {len(runs)} runs, those the results count (or a variant's newest run of each "
+                      f"seed where none of its runs counts); the other {left_out}, older same-seed runs and killed "
+                      "or crashed runs, are listed in the variant notes.", ""]
     if varying:
         lines += ["", "Varies between runs:", ""]
         for key in varying:

@@ -343,10 +343,30 @@ def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
 # -- config diffs ------------------------------------------------------------------------------
 
 def config_views(exp: ExperimentInfo) -> list:
-    """``RunView``s of the experiment's runs that recorded a config, for config diffs (no
-    summaries, no statuses). The diff functions below take them through `views`, so a caller
-    rendering many notes builds them once per experiment (see ``Context.config_views``)."""
-    return run_views([r for r in exp.runs if r.config], {}, config=True, summary=False)
+    """``RunView``s of the experiment's runs that recorded a config and count in its results,
+    for config diffs (no summaries, no proposed statuses). The diff functions below take them
+    through `views`, so a caller rendering many notes builds them once per experiment (see
+    ``Context.config_views``).
+
+    Killed runs and older same-seed runs are left out, as the results leave them out: a rerun
+    at a new length is not a mislabelled run, and the diff from the previous experiment is about
+    the runs that answer the question. A variant none of whose runs counts keeps the newest run
+    of each seed, so that a variant whose runs were all killed still shows what it ran.
+    """
+    from ..analysis import exclusion_reasons
+    from ..analysis.runs import superseded_runs
+
+    views = run_views([r for r in exp.runs if r.config], {}, config=True, summary=False)
+    reasons = exclusion_reasons(views)
+    kept = []
+    for variant in dict.fromkeys(view.variant for view in views):
+        members = [view for view in views if view.variant == variant]
+        counted = [view for view in members if reasons[view.run_id] is None]
+        if not counted:
+            older = superseded_runs(members)
+            counted = [view for view in members if view.run_id not in older]
+        kept += counted
+    return kept
 
 
 def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None,
