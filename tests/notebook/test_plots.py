@@ -89,3 +89,32 @@ def test_a_curve_legend_counts_the_runs_that_did_not_finish(study_store, tmp_pat
     # vit_002's baseline has two finished seeds and one still running; vit_001's all finished
     assert "baseline (n=3, 1 unfinished)" in labels
     assert "mhc (n=3)" in labels
+
+
+def test_a_curve_shows_each_seed_once_the_attempt_the_results_count_or_else_the_newest(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from labfolio.store import open_store
+
+    labels: list[str] = []
+    original = Axes.legend
+
+    def recording_legend(self, *args, **kwargs):
+        labels.extend(self.get_legend_handles_labels()[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "legend", recording_legend)
+    store = open_store()
+    for seed in range(2):
+        # a short first attempt of each seed, then the full-length rerun
+        add_run(store, f"base_short_s{seed}", experiment="e", variant="baseline", seed=seed,
+                config={"epochs": 4, "seed": seed}, start=T0 + seed, steps=10, acc=0.5)
+        add_run(store, f"base_s{seed}", experiment="e", variant="baseline", seed=seed,
+                config={"epochs": 40, "seed": seed}, start=T0 + 100 + seed, steps=40, acc=0.7)
+        # mhc: both attempts killed, so the newest of each seed stands for it
+        add_run(store, f"mhc_short_s{seed}", experiment="e", variant="mhc", seed=seed,
+                config={"epochs": 4, "seed": seed}, start=T0 + seed, steps=10, state="killed")
+        add_run(store, f"mhc_s{seed}", experiment="e", variant="mhc", seed=seed,
+                config={"epochs": 40, "seed": seed}, start=T0 + 100 + seed, steps=30, state="killed")
+    write_vault(store, tmp_path / "vault", root=tmp_path)
+    assert "baseline (n=2)" in labels and "mhc (n=2, 2 unfinished)" in labels

@@ -54,7 +54,7 @@ from labfolio.analysis.rules import (
     evaluate_rules,
     merge_rules,
 )
-from labfolio.analysis.runs import RunView, exclusion_reason, exclusion_reasons
+from labfolio.analysis.runs import RunView, described_runs, exclusion_reason, exclusion_reasons
 from labfolio.analysis.schedule import ScheduleSpec, schedule_from_config
 from labfolio.analysis.stats import (
     Comparison,
@@ -78,6 +78,7 @@ __all__ = [
     "RunView",
     "exclusion_reason",
     "exclusion_reasons",
+    "described_runs",
     "Alert",
     "AlertKind",
     "Severity",

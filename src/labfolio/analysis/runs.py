@@ -21,6 +21,7 @@ __all__ = [
     "exclusion_reason",
     "superseded_runs",
     "exclusion_reasons",
+    "described_runs",
 ]
 
 RUN_STATES = ("running", "finished", "crashed", "killed", "failed")
@@ -188,3 +189,26 @@ def exclusion_reasons(
                for run in runs}
     reasons.update(superseded_runs(run for run in runs if reasons[run.run_id] is None))
     return reasons
+
+
+def described_runs(runs: Iterable[RunView]) -> list[RunView]:
+    """The runs that describe an experiment in its setup, its diffs and its curves, in order.
+
+    Per (experiment, variant, seed): the run the results count, or, when none of that seed's runs
+    counts, its newest attempt (a killed run still shows what its variant ran and how far it got).
+    Older attempts of a seed are left out: a rerun at a new length replaces them. Runs without a
+    seed are all kept, as nothing says they repeat each other.
+    """
+    runs = list(runs)
+    reasons = exclusion_reasons(runs)
+    chosen: dict[tuple[str, str, int], RunView] = {}
+    for run in runs:
+        if run.seed is None:
+            continue
+        key = (run.experiment, run.variant, run.seed)
+        held = chosen.get(key)
+        counts, held_counts = reasons[run.run_id] is None, held is not None and reasons[held.run_id] is None
+        if held is None or (counts and not held_counts) or (
+                counts == held_counts and (run.started_at or 0.0) >= (held.started_at or 0.0)):
+            chosen[key] = run
+    return [run for run in runs if run.seed is None or chosen[(run.experiment, run.variant, run.seed)] is run]

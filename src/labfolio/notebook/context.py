@@ -46,6 +46,12 @@ class Context:
 
         return self.memo(("config_views", exp.name), lambda: config_views(exp))
 
+    def described_run_ids(self, exp: ExperimentInfo) -> frozenset[str]:
+        """``results.described_run_ids`` of `exp`, built once (the plots of its note take them)."""
+        from .results import described_run_ids
+
+        return self.memo(("described_run_ids", exp.name), lambda: described_run_ids(exp))
+
     def variant_diffs(self, exp: ExperimentInfo) -> dict:
         from .results import variant_diffs
 

@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +63,15 @@ def _fingerprint(kind: str, metric: str, runs, extra: object = None) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan_plots(exp: ExperimentInfo, metrics: Sequence[str], artifacts: dict | None = None) -> list[PlotSpec]:
-    """The plots an experiment gets (decided from the snapshot alone, without reading series)."""
+def plan_plots(exp: ExperimentInfo, metrics: Sequence[str], artifacts: dict | None = None,
+               described: Collection[str] | None = None) -> list[PlotSpec]:
+    """The plots an experiment gets (decided from the snapshot alone, without reading series).
+
+    `described` (run ids; default: every run) keeps older attempts of a seed out of the curves:
+    a 40-epoch first try averaged with its 200-epoch rerun would cut the band at step 40.
+    """
     folder = f"experiments/{exp.folder}/plots"
-    runs = [r for r in exp.runs if r.point_count]
+    runs = [r for r in exp.runs if r.point_count and (described is None or r.run_id in described)]
     specs = []
     for key in _series_keys(exp, metrics):
         members = [r for r in runs if key in r.summary]
@@ -79,7 +84,8 @@ def plan_plots(exp: ExperimentInfo, metrics: Sequence[str], artifacts: dict | No
         specs.append(PlotSpec("lr", lr_keys[0], f"{folder}/lr_schedule.png", f"LR schedule as logged ({lr_keys[0]})",
                               tuple(r.run_id for r in members), _fingerprint("lr", lr_keys[0], members)))
     if artifacts:
-        images = [(r, a) for r in exp.runs for a in artifacts.get(r.run_id, [])
+        images = [(r, a) for r in exp.runs if described is None or r.run_id in described
+                  for a in artifacts.get(r.run_id, [])
                   if _EMBEDDING_NAME.search(a.name) and (a.kind in ("image", "embedding", "file", "array"))
                   and Path(a.path).suffix.lower() in (".png", ".jpg", ".jpeg", ".npy", ".npz")]
         if images:

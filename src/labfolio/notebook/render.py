@@ -314,7 +314,7 @@ def _write_vault(store, out_dir, *, sync: bool, plots: bool, base_url: str | Non
         for exp in snapshot.experiments:
             # the results' metrics, taken from their key: planning the plots computes no results
             # (a first write leaves them to the notes, and to the writer's process, see ahead.py)
-            specs = plan_plots(exp, ctx.results_key(exp)[1], snapshot.artifacts)
+            specs = plan_plots(exp, ctx.results_key(exp)[1], snapshot.artifacts, ctx.described_run_ids(exp))
             plot_specs[exp.name] = specs
             ctx.plots[exp.name] = [(spec.caption, spec.path) for spec in specs]
 

@@ -37,6 +37,7 @@ __all__ = [
     "experiment_results",
     "results_key",
     "config_views",
+    "described_run_ids",
     "previous_diff",
     "variant_diffs",
     "mislabelled_variants",
@@ -343,30 +344,24 @@ def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
 # -- config diffs ------------------------------------------------------------------------------
 
 def config_views(exp: ExperimentInfo) -> list:
-    """``RunView``s of the experiment's runs that recorded a config and count in its results,
-    for config diffs (no summaries, no proposed statuses). The diff functions below take them
-    through `views`, so a caller rendering many notes builds them once per experiment (see
-    ``Context.config_views``).
+    """``RunView``s of the experiment's described runs that recorded a config, for config diffs
+    (no summaries, no proposed statuses). The diff functions below take them through `views`, so
+    a caller rendering many notes builds them once per experiment (see ``Context.config_views``).
 
-    Killed runs and older same-seed runs are left out, as the results leave them out: a rerun
-    at a new length is not a mislabelled run, and the diff from the previous experiment is about
-    the runs that answer the question. A variant none of whose runs counts keeps the newest run
-    of each seed, so that a variant whose runs were all killed still shows what it ran.
+    ``described_runs`` picks them: the runs the results count, and a seed's newest attempt where
+    none of its runs counts. A rerun of every seed at a new length is then not a mislabelled
+    run, and the diff from the previous experiment is about the runs that answer the question.
     """
-    from ..analysis import exclusion_reasons
-    from ..analysis.runs import superseded_runs
+    from ..analysis import described_runs
 
-    views = run_views([r for r in exp.runs if r.config], {}, config=True, summary=False)
-    reasons = exclusion_reasons(views)
-    kept = []
-    for variant in dict.fromkeys(view.variant for view in views):
-        members = [view for view in views if view.variant == variant]
-        counted = [view for view in members if reasons[view.run_id] is None]
-        if not counted:
-            older = superseded_runs(members)
-            counted = [view for view in members if view.run_id not in older]
-        kept += counted
-    return kept
+    return described_runs(run_views([r for r in exp.runs if r.config], {}, config=True, summary=False))
+
+
+def described_run_ids(exp: ExperimentInfo) -> frozenset[str]:
+    """Ids of ``described_runs`` among all of the experiment's runs: the runs its curves show."""
+    from ..analysis import described_runs
+
+    return frozenset(view.run_id for view in described_runs(run_views(exp.runs, {}, summary=False)))
 
 
 def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None,
