@@ -55,6 +55,22 @@ def test_an_lr_that_never_decays_is_reported_as_a_schedule_mismatch_at_finish():
     assert "schedule_mismatch" in kinds, kinds
 
 
+def test_a_run_killed_before_its_lr_could_decay_is_not_told_it_never_decreased():
+    # the length in steps is unknown (epochs only), so only a whole run can show a missing decay
+    config = {"schedule": "cosine_warmup", "lr": 3e-3, "epochs": 3}
+    with pytest.raises(KeyboardInterrupt):
+        with labfolio.init(experiment="live", variant="killed", config=config) as run:
+            for step in range(10):
+                run.log({"lr": 3e-3 * min(1.0, (step + 1) / 3), "train/loss": 2.0}, step=step)
+            raise KeyboardInterrupt
+    assert run.state == "killed"
+    assert [a.kind for a in open_store().alerts(run.id)] == []
+    with labfolio.init(experiment="live", variant="finished", config=config) as run:
+        for step in range(10):
+            run.log({"lr": 3e-3 * min(1.0, (step + 1) / 3), "train/loss": 2.0}, step=step)
+    assert "schedule_mismatch" in {a.kind for a in open_store().alerts(run.id)}
+
+
 def test_a_healthy_run_raises_no_alert():
     rng = np.random.default_rng(1)
     with labfolio.init(experiment="live", variant="ok", config={"schedule": "constant", "lr": 0.1}) as run:

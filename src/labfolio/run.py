@@ -458,7 +458,7 @@ class Run:
             if self._sampler is not None:
                 self._sampler.stop()
             self._resolve_deferred()
-            self._finish_checks()
+            self._finish_checks(complete=status == "finished")
             self._journal_event({"type": "finish", "state": status, "exit_reason": exit_reason})
             self._finished = True
             self.state = status
@@ -501,14 +501,15 @@ class Run:
         finally:
             store.close()
 
-    def _finish_checks(self) -> None:
-        """What can only be judged over the whole run (pending divergences, the schedule, rules)."""
+    def _finish_checks(self, complete: bool) -> None:
+        """What can only be judged over the whole run (pending divergences, the schedule, rules);
+        `complete` is False for a run that stopped early, whose schedule was cut short."""
         if self._monitor is None:
             return
         if not self._drainer.failures:  # with the store failing, judge what was seen; never wait
             self._drainer.flush(timeout=FINAL_DRAIN_TIMEOUT_S if self.mode == "online" else 5.0)
         try:
-            alerts = self._monitor.finish()
+            alerts = self._monitor.finish(complete)
         except Exception as exc:
             self._disable_monitor(exc)
             return

@@ -169,6 +169,15 @@ def test_a_decaying_schedule_without_a_shape_only_has_to_decay():
     assert detect_all({"lr": (np.arange(200.0), decaying)}, config) == []
 
 
+def test_a_run_stopped_before_its_decay_is_not_told_its_lr_never_decreased():
+    # a cosine over epochs whose length in steps is unknown: killed after 9 steps, still near the peak
+    config = {"lr": 3e-3, "schedule": "cosine_warmup", "epochs": 3}
+    lr = 3e-3 * np.array([0.33, 0.67, 1.0, 1.0, 0.999, 0.996, 0.99, 0.984, 0.977, 0.97])
+    assert detect_all({"lr": (np.arange(10.0), lr)}, config, complete=False) == []
+    # the same series as a whole run is a schedule that never decayed
+    assert kinds(detect_all({"lr": (np.arange(10.0), lr)}, config)) == [("schedule_mismatch", "lr")]
+
+
 def test_epoch_logged_lr_is_checked_against_epochs_when_the_run_ends():
     config = {"optimizer": {"name": "sgd", "lr": 0.1}, "scheduler": "cosine", "epochs": 100}
     epochs = np.arange(100.0)

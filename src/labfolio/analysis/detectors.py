@@ -116,7 +116,9 @@ class Detector:
     def update(self, steps: np.ndarray, values: np.ndarray) -> list[Alert]:
         raise NotImplementedError
 
-    def finish(self) -> list[Alert]:
+    def finish(self, complete: bool = True) -> list[Alert]:
+        """Alerts that need the end of the series. `complete` is False when the run stopped early
+        (killed, crashed) or is still going: what needs the whole run cannot be judged then."""
         return []
 
 
@@ -363,7 +365,7 @@ class OverfittingDetector(Detector):
                     alerts.extend(self._pair(*self._pending.pop(0)))
         return alerts
 
-    def finish(self) -> list[Alert]:
+    def finish(self, complete: bool = True) -> list[Alert]:
         alerts: list[Alert] = []
         while self._pending and not self.done:
             alerts.extend(self._pair(*self._pending.pop(0)))

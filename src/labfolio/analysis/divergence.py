@@ -190,7 +190,7 @@ class _JumpDetector(Detector):
     def _coming_down(self, candidate: _Candidate) -> bool:
         return _settling(candidate)[0]
 
-    def finish(self) -> list[Alert]:
+    def finish(self, complete: bool = True) -> list[Alert]:
         candidate = self._candidate
         if self.done or candidate is None or len(candidate.flags) < 3 or self._coming_down(candidate):
             return []

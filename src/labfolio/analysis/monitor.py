@@ -216,8 +216,11 @@ class LiveMonitor:
                             new.extend(self._rule_alerts(tracker))
             return new
 
-    def finish(self) -> list[Alert]:
-        """Judge what needs the whole run; returns the alerts this produced. Idempotent."""
+    def finish(self, complete: bool = True) -> list[Alert]:
+        """Judge what needs the whole run; returns the alerts this produced. Idempotent.
+
+        `complete=False` for a run that stopped early or is still going: checks that need its end
+        (an LR schedule that never decayed) are skipped."""
         with self._lock:
             if self._finished:
                 return []
@@ -226,7 +229,7 @@ class LiveMonitor:
             for detectors in self._detectors.values():
                 for detector in detectors:
                     if not detector.done:
-                        produced.extend(detector.finish())
+                        produced.extend(detector.finish(complete))
             new = self._keep_new(produced, from_detectors=True)
             for trackers in self._trackers.values():
                 for tracker in trackers:
@@ -319,8 +322,10 @@ def detect_all(
     total_steps: float | None = None,
     eff_rank_dim: float | None = None,
     chunks: int = 64,
+    complete: bool = True,
 ) -> list[Alert]:
     """Every detector (and any `rules`) over whole series, as if fed live; alerts sorted by step.
+    `complete=False` for series of a run that did not finish (see ``LiveMonitor.finish``).
 
     The series are replayed in `chunks` slices of the step axis, interleaving keys the way a
     live run would, so post-hoc and live alerts agree.
@@ -339,7 +344,7 @@ def detect_all(
                 inside = (steps > low) & (steps <= high) if low > -math.inf else steps <= high
                 if inside.any():
                     monitor.feed(key, steps[inside], values[inside])
-    monitor.finish()
+    monitor.finish(complete)
     # stable sort: alerts at the same step keep the order they were raised in (a spike before
     # the divergence it turned into)
     return sorted(monitor.alerts, key=lambda a: math.inf if a.step is None else a.step)

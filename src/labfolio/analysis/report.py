@@ -163,7 +163,7 @@ def check_run(
     """
     rules = tuple(builtin_rules() if rules is None else rules)
     alerts = detect_all(series, config, rules=rules, options=options, total_steps=total_steps,
-                        eff_rank_dim=eff_rank_dim)
+                        eff_rank_dim=eff_rank_dim, complete=state == "finished")
     results = evaluate_rules(rules, series)
     status = propose_status(state, alerts, override=override, override_reason=override_reason)
     return CheckReport(run, state, tuple(results), tuple(alerts), status)

@@ -377,7 +377,7 @@ class ScheduleMismatchDetector(Detector):
                    f"where the schedule gives {_percent_band(low, high)}; off since step {format_step(first[0])}")
         return Alert(AlertKind.SCHEDULE_MISMATCH, self.key, first[0], Severity.WARNING, message, r * peak)
 
-    def finish(self) -> list[Alert]:
+    def finish(self, complete: bool = True) -> list[Alert]:
         if self.done or self._last is None:
             return []
         if self._live:
@@ -390,7 +390,10 @@ class ScheduleMismatchDetector(Detector):
         if (spec.unit == "epochs" and spec.family != "decay"
                 and steps.max() <= spec.total * 1.05 + 1):
             return self._check(steps, values)  # the logged steps were epochs after all
-        # The run's length in logged steps is unknown: only a promise to decay can be checked.
+        # The run's length in logged steps is unknown: only a promise to decay can be checked, and
+        # only over a whole run (a run killed in its first tenth has not decayed yet, rightly).
+        if not complete:
+            return []
         peak = float(np.max(values))
         step, last = self._last
         if spec.family == "constant" or self._count < 5 or peak <= 0 or last < 0.95 * peak:
