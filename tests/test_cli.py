@@ -116,7 +116,7 @@ def test_every_command_and_option_has_help_text():
                 assert getattr(param, "help", None), f"argument {param.name} of {name} has no help"
 
 
-@pytest.mark.parametrize("command", ["runs", "show", "export", "sync"])
+@pytest.mark.parametrize("command", ["runs", "show", "export", "sync", "snapshot"])
 def test_help_runs_for_every_command(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output

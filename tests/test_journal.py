@@ -97,3 +97,61 @@ def test_two_writers_cannot_share_a_journal(tmp_path):
     with pytest.raises(JournalError, match="in use by another live process"):
         JournalWriter(tmp_path / "run")
     writer.close()
+
+
+def test_a_journal_stays_readable_after_its_first_segments_are_drained_and_deleted(tmp_path, monkeypatch):
+    """Points name their keys by shape id; every segment repeats the shapes, so recovery (a fresh
+    reader) can start at the oldest segment left."""
+    monkeypatch.setattr(jr, "SEGMENT_BYTES", 4096)
+    writer = JournalWriter(tmp_path / "run")
+    loss, pair = writer.define_shape(("loss",)), writer.define_shape(("a", "b"))
+    for step in range(300):
+        writer.append_points(loss, step, 0.0, (1.0,))
+        writer.append_points(pair, step, 0.0, (2.0, 3.0))
+    live = JournalReader(tmp_path / "run")
+    drained = live.read(max_points=400)
+    live.delete_segments_before(drained.end)
+    assert not (tmp_path / "run" / "seg-000000.lfj").exists()
+    rest = JournalReader(tmp_path / "run").read(drained.end)
+    assert drained.point_count + rest.point_count == 900
+    assert rest.steps.tolist()[-3:] == [299, 299, 299]
+    writer.close()
+
+
+def test_a_segment_created_but_not_yet_stamped_reads_as_the_end(tmp_path):
+    writer = JournalWriter(tmp_path / "run")
+    enc = writer.define_shape(("x",))
+    writer.append_points(enc, 0, 0.0, (1.0,))
+    jr.LENGTH.pack_into(writer._mm, writer.offset, jr.NEXT_SEGMENT)  # as a writer moving on does
+    (tmp_path / "run" / "seg-000001.lfj").write_bytes(bytes(4096))  # sized, header not yet written
+    assert JournalReader(tmp_path / "run").read().values.tolist() == [1.0]
+    writer.close()
+
+
+def test_a_copy_of_a_live_journal_is_a_prefix_cut_at_its_first_gap(tmp_path):
+    """Bytes are copied front to back while the writer appends: a record can be missing (read before
+    it was written) with later ones present. The copy keeps what came before the gap, only."""
+    writer = JournalWriter(tmp_path / "run")
+    enc = writer.define_shape(("x",))
+    writer.append_points(enc, 0, 0.0, (1.0,))
+    off = writer.offset
+    enc.packer.pack_into(writer._mm, off + enc.size, enc.size, jr.TAG_POINTS, enc.shape_id, 2, 0.0, 3.0)
+    (tmp_path / "run" / "seg-000001.lfj").write_bytes((tmp_path / "run" / "seg-000000.lfj").read_bytes())
+    assert jr.copy_journal(tmp_path / "run", tmp_path / "copy") == 1
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["seg-000000.lfj"]
+    data = (tmp_path / "copy" / "seg-000000.lfj").read_bytes()
+    assert not any(data[off:]) and len(data) == jr.SEGMENT_BYTES
+    assert JournalReader(tmp_path / "copy").read().values.tolist() == [1.0]
+    writer.close()
+
+
+def test_a_copy_follows_the_writer_into_its_next_segment(tmp_path, monkeypatch):
+    monkeypatch.setattr(jr, "SEGMENT_BYTES", 4096)
+    writer = JournalWriter(tmp_path / "run")
+    enc = writer.define_shape(("x",))
+    for step in range(250):
+        writer.append_points(enc, step, 0.0, (float(step),))
+    assert writer.segment >= 2
+    assert jr.copy_journal(tmp_path / "run", tmp_path / "copy") == writer.segment + 1
+    assert JournalReader(tmp_path / "copy").read().steps.tolist() == list(range(250))
+    writer.close()

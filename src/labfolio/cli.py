@@ -197,7 +197,7 @@ def sync_command(
 # Sub-commands that live in their own modules; each module registers itself on `app` here.
 def _mount_subcommands() -> None:
     from . import cli_analysis, cli_import, cli_notes, cli_web
-    from . import cli_run
+    from . import cli_run, cli_snapshot
 
     cli_notes.register_import_notes(cli_import.import_app)
     app.add_typer(cli_import.import_app, name="import")
@@ -206,6 +206,7 @@ def _mount_subcommands() -> None:
     cli_analysis.register(app)
     cli_web.register(app)
     cli_run.register(app)
+    cli_snapshot.register(app)
 
 
 _mount_subcommands()

@@ -20,6 +20,10 @@ length says the writer moved on to the next segment file.
 
 A position is ``segment << 32 | offset``: one integer that orders every record of a run and is
 what the store remembers as "drained up to here".
+
+Every segment after the first starts with the shape records of all shapes defined so far: drained
+segments are deleted, and points refer to their keys by shape id, so this keeps a journal readable
+from its oldest remaining segment (recovery after a crash, a copy of a live store).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "split_position",
     "journal_is_orphaned",
     "list_journals",
+    "copy_journal",
     "SEGMENT_BYTES",
 ]
 
@@ -130,6 +135,7 @@ class JournalWriter:
         self._guard = threading.Lock()
         existing = _segment_numbers(self.folder) if self._lock_file is not None else []
         self._shape_ids = 0
+        self._shape_payloads: dict[int, bytes] = {}  # repeated at the top of every new segment
         self._mm: mmap.mmap | None = None
         self._fd = -1
         # A resumed run starts a fresh segment after any undrained ones, so earlier records keep
@@ -195,21 +201,35 @@ class JournalWriter:
                 raise JournalError(f"a record of {size} bytes does not fit in a journal segment")
             LENGTH.pack_into(self._mm, self.offset, NEXT_SEGMENT)
             self._open_segment(self.segment + 1)
+            self._repeat_shapes(room_for=size)
+
+    def _repeat_shapes(self, room_for: int) -> None:
+        sizes = [_padded(LENGTH.size + 1 + len(p)) for p in self._shape_payloads.values()]
+        if self.offset + sum(sizes) + room_for + LENGTH.size > SEGMENT_BYTES:
+            # Thousands of key sets: the segment cannot hold them all. Only recovery from this
+            # segment on loses out (it stops at the first point whose shape it has not seen).
+            return
+        for payload in self._shape_payloads.values():
+            self._put(TAG_SHAPE, payload)
 
     @property
     def position(self) -> int:
         return position(self.segment, self.offset)
 
     # -- records ----------------------------------------------------------------------------
-    def _append_raw(self, tag: int, payload: bytes) -> None:
+    def _put(self, tag: int, payload: bytes) -> None:
+        """Write one record at the current offset; the caller holds the guard and made room."""
         size = _padded(LENGTH.size + 1 + len(payload))
+        off = self.offset
+        self._mm[off + 4] = tag
+        self._mm[off + 5: off + 5 + len(payload)] = payload
+        LENGTH.pack_into(self._mm, off, size)  # written last: the record now exists
+        self.offset = off + size
+
+    def _append_raw(self, tag: int, payload: bytes) -> None:
         with self._guard:
-            self._reserve(size)
-            off = self.offset
-            self._mm[off + 4] = tag
-            self._mm[off + 5: off + 5 + len(payload)] = payload
-            LENGTH.pack_into(self._mm, off, size)  # written last: the record now exists
-            self.offset = off + size
+            self._reserve(_padded(LENGTH.size + 1 + len(payload)))
+            self._put(tag, payload)
 
     def append_event(self, event: dict) -> None:
         self._append_raw(TAG_EVENT, json.dumps(event, separators=(",", ":"), default=str).encode())
@@ -218,8 +238,11 @@ class JournalWriter:
         with self._guard:
             self._shape_ids += 1
             shape_id = self._shape_ids
-        payload = struct.pack("<I", shape_id) + json.dumps(list(keys)).encode()
-        self._append_raw(TAG_SHAPE, payload)
+            payload = struct.pack("<I", shape_id) + json.dumps(list(keys)).encode()
+            self._reserve(_padded(LENGTH.size + 1 + len(payload)))
+            self._put(TAG_SHAPE, payload)
+            # Remembered after the write: a segment change during it repeats only older shapes.
+            self._shape_payloads[shape_id] = payload
         fmt = f"{_POINTS_PREFIX}{len(keys)}d"
         size = _padded(struct.calcsize(fmt))
         return ShapeEncoder(shape_id, keys, struct.Struct(fmt), size)
@@ -331,6 +354,11 @@ class JournalReader:
             with open(path, "rb") as fh:
                 mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except (FileNotFoundError, ValueError):
+            return None
+        if not any(mm[:HEADER_BYTES]):
+            # Created and sized but not yet stamped: the writer is between fallocate and the
+            # header (or died there), so like a zero length it means "nothing written yet".
+            mm.close()
             return None
         magic, version, _, number = HEADER.unpack_from(mm, 0)
         if magic != MAGIC or number != segment:
@@ -514,3 +542,58 @@ def list_journals(*folders: Path) -> list[Path]:
         if base.is_dir():
             found.extend(sorted(p for p in base.iterdir() if p.is_dir() and any(p.glob("seg-*.lfj"))))
     return found
+
+
+def _written_prefix(data: bytearray, segment: int) -> tuple[int | None, bool]:
+    """(end of the records a reader would see, whether the segment moved on to the next one).
+
+    ``None`` for a segment not yet stamped with its header. A bad header or a corrupt record
+    keeps the whole segment, for the reader to report as it would on the original.
+    """
+    if len(data) < HEADER_BYTES or not any(data[:HEADER_BYTES]):
+        return None, False
+    magic, _, _, number = HEADER.unpack_from(data, 0)
+    if magic != MAGIC or number != segment:
+        return len(data), False
+    offset = HEADER_BYTES
+    while offset + LENGTH.size <= len(data):
+        (size,) = LENGTH.unpack_from(data, offset)
+        if size == 0:
+            return offset, False
+        if size == NEXT_SEGMENT:
+            return offset + LENGTH.size, True
+        if size < 8 or offset + size > len(data):
+            return len(data), False
+        offset += size
+    return offset, False
+
+
+def copy_journal(source: Path, target: Path) -> int:
+    """Copy a journal that may still be written, as it was at one moment; returns segments copied.
+
+    A copy is read front to back while the writer appends, so past a record that was not there
+    yet when its bytes were read (a zero length), it can hold records the writer added a moment
+    later. Everything from that first gap on is zeroed, and later segments are left out, so the
+    copy is a prefix of the journal: records after a gap whose shape sits in the gap could not
+    be decoded. Segments deleted meanwhile (drained into the store) are skipped.
+    """
+    source, target = Path(source), Path(target)
+    numbers = _segment_numbers(source)
+    copied = 0
+    while numbers:
+        number = numbers.pop(0)
+        try:
+            data = bytearray(_segment_path(source, number).read_bytes())
+        except FileNotFoundError:
+            continue
+        end, moved_on = _written_prefix(data, number)
+        if end is None:
+            break
+        data[end:] = bytes(len(data) - end)
+        target.mkdir(parents=True, exist_ok=True)
+        _segment_path(target, number).write_bytes(data)
+        copied += 1
+        if not moved_on:
+            break
+        numbers = [number + 1]  # follow the writer into the segment it moved on to, listed or not
+    return copied
