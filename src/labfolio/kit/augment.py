@@ -9,13 +9,18 @@ that already lives on the GPU, with a different random operation and sign per im
 host synchronisation (nothing reads a device value back, so the CPU keeps queueing work).
 
 - `rand_augment`: on images in [0, 1]; each image gets `ops` operations drawn uniformly from
-  `RAND_AUGMENT_OPS`, applied at one shared magnitude (0–10) with a random sign per image.
-  Geometric operations of one round are folded into a single per-image affine resample; colour
-  operations are computed for the batch and selected per image.
+  `RAND_AUGMENT_OPS`, applied at one magnitude (0–10) with a random sign per image. Geometric
+  operations of one round are folded into a single per-image affine resample; colour operations
+  are computed for the batch and selected per image. `prob` applies each drawn operation to an
+  image only with that probability and `magnitude_std` jitters the magnitude per image (clipped
+  to 0–10), because every operation at the full magnitude is much heavier than timm's widely used
+  recipe, which applies each operation with p = 0.5 and jitters the magnitude with std 0.5.
 - `random_erase`: on normalised images; per image, with probability `prob`, one rectangle (2–33%
   of the area, aspect ratio 0.3–3.3) is replaced by standard-normal noise.
 - `mix_batch`: MixUp or CutMix of the batch with its reverse, one mixing weight per batch drawn on
   the CPU (a Beta sample, so no device read), and the matching soft targets with label smoothing.
+  `mix_prob` mixes only that fraction of batches (the rest keep their images and smoothed targets),
+  so a lighter recipe can mix less often than timm's default of every batch.
 """
 
 from __future__ import annotations
@@ -134,14 +139,18 @@ def _geometric_theta(
 
 
 def apply_round(
-    images: torch.Tensor, choice: torch.Tensor, sign: torch.Tensor, level: float
+    images: torch.Tensor, choice: torch.Tensor, sign: torch.Tensor, level: float | torch.Tensor
 ) -> torch.Tensor:
     """Apply operation `choice[i]` at `level` (0–1) with `sign[i]` (±1) to image i.
 
-    Pure and free of host reads, so ``torch.compile(apply_round)`` fuses its ~60 small kernels
-    into a few; `rand_augment` takes the compiled version through `apply`.
+    `level` is one float for the batch, or a (B,) tensor with one level per image (on the images'
+    device). Pure and free of host reads, so ``torch.compile(apply_round)`` fuses its ~60 small
+    kernels into a few; `rand_augment` takes the compiled version through `apply`.
     """
     batch, _channels, height, width = images.shape
+    per_image = isinstance(level, torch.Tensor)
+    if per_image:
+        level = level.to(sign.dtype).expand(batch)
     signed_level = sign * level  # (B,)
 
     theta = _geometric_theta(choice, signed_level, height, width)
@@ -155,14 +164,22 @@ def apply_round(
     out = torch.where(is_geometric[:, None, None, None], out, images)
 
     factor = 1.0 + signed_level * _MAX_ENHANCE
+    # PIL's solarize threshold on the 0-255 scale: 256 at level 0 (nothing inverted), 0 at level 1;
+    # posterize keeps 8 bits at level 0 and 4 at level 1
+    if per_image:
+        # one threshold and bit depth per image, rounded on the device so nothing is read back
+        solarize_threshold = (256.0 * (1.0 - level))[:, None, None, None]
+        posterize_bits = 8.0 - torch.round(level * 4.0)
+    else:
+        solarize_threshold = 256.0 * (1.0 - level)
+        posterize_bits = torch.full_like(factor, float(8 - round(level * 4)))
     grey = _grey(out)
     colour_ops = {
         "autocontrast": lambda: _autocontrast(out),
         "equalize": lambda: _equalize(out),
-        # PIL's threshold on the 0-255 scale: 256 at level 0 (nothing inverted), 0 at level 1
-        "solarize": lambda: torch.where(out * 255.0 >= 256.0 * (1.0 - level), 1.0 - out, out),
+        "solarize": lambda: torch.where(out * 255.0 >= solarize_threshold, 1.0 - out, out),
         "color": lambda: _blend(grey.expand_as(out), out, factor),
-        "posterize": lambda: _posterize(out, torch.full_like(factor, float(8 - round(level * 4)))),
+        "posterize": lambda: _posterize(out, posterize_bits),
         "contrast": lambda: _blend(grey.mean(dim=(1, 2, 3), keepdim=True).expand_as(out), out, factor),
         "brightness": lambda: _blend(torch.zeros_like(out), out, factor),
         "sharpness": lambda: _blend(_smooth(out), out, factor),
@@ -176,7 +193,9 @@ def apply_round(
 
 def rand_augment(
     images: torch.Tensor, ops: int, magnitude: float, generator: torch.Generator | None = None,
-    apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor] = apply_round,
+    apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | torch.Tensor], torch.Tensor] = apply_round,
+    prob: float = 1.0,
+    magnitude_std: float = 0.0,
 ) -> torch.Tensor:
     """RandAugment on a batch in [0, 1]: `ops` rounds, each drawing one operation per image.
 
@@ -184,6 +203,12 @@ def rand_augment(
     magnitude: 0–10 (10 = the strongest setting of every operation). Random numbers come from
     `generator` (on the images' device), so a seeded generator makes the result reproducible.
     `apply` does one round given the drawn operations (`apply_round`, or a compiled copy of it).
+    prob: in each round, each image gets its drawn operation with this probability and is otherwise
+    left exactly as it was (timm's RandAugment uses 0.5).
+    magnitude_std: in each round, each image's magnitude is `magnitude` plus Gaussian noise of this
+    standard deviation, clipped to [0, 10] (timm's "mstd0.5" is 0.5).
+    At the defaults (1 and 0) no extra numbers are drawn, so the result is the same as without
+    the two knobs for the same generator state.
     """
     assert images.ndim == 4 and images.is_floating_point(), (
         f"images must be floating point (B, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}"
@@ -192,13 +217,29 @@ def rand_augment(
         raise ValueError(f"magnitude must be in [0, 10], got {magnitude}")
     if ops < 0:
         raise ValueError(f"ops must be >= 0, got {ops}")
-    batch = images.shape[0]
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    if not 0.0 <= magnitude_std < math.inf:
+        raise ValueError(f"magnitude_std must be finite and >= 0, got {magnitude_std}")
+    if prob == 0.0:
+        return images
+    batch, device = images.shape[0], images.device
     level = magnitude / 10.0
     out = images
     for _ in range(ops):
-        choice = torch.randint(0, len(RAND_AUGMENT_OPS), (batch,), generator=generator, device=images.device)
-        sign = torch.randint(0, 2, (batch,), generator=generator, device=images.device).to(images.dtype) * 2 - 1
-        out = apply(out, choice, sign, level)
+        choice = torch.randint(0, len(RAND_AUGMENT_OPS), (batch,), generator=generator, device=device)
+        sign = torch.randint(0, 2, (batch,), generator=generator, device=device).to(images.dtype) * 2 - 1
+        # the knobs draw numbers only when they are off their defaults, so that seeded runs from
+        # before they existed reproduce bit for bit
+        round_level: float | torch.Tensor = level
+        if magnitude_std > 0.0:
+            noise = torch.randn(batch, generator=generator, device=device)
+            round_level = (magnitude + magnitude_std * noise).clamp(0.0, 10.0) / 10.0
+        if prob < 1.0:
+            applied = torch.rand(batch, generator=generator, device=device) < prob
+            out = torch.where(applied[:, None, None, None], apply(out, choice, sign, round_level), out)
+        else:
+            out = apply(out, choice, sign, round_level)
     return out
 
 
@@ -246,18 +287,26 @@ def mix_batch(
     cutmix_alpha: float = 0.0,
     cutmix_prob: float = 0.5,
     label_smoothing: float = 0.0,
+    mix_prob: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019) of the batch with its reverse.
 
     images: (B, C, H, W) floating point; labels: (B,) class ids. With both alphas set, CutMix is
     chosen with probability `cutmix_prob`, else MixUp. The mixing weight is a Beta(alpha, alpha)
     draw from `rng` (the CPU, one per batch); CutMix's weight is the kept area after the box is
-    clipped to the image. Returns the mixed images and (B, num_classes) soft targets.
+    clipped to the image. The batch is mixed with probability `mix_prob` (drawn from `rng`), else
+    returned as it is with its smoothed targets. Returns the mixed images and (B, num_classes) soft
+    targets.
     """
     if mixup_alpha < 0 or cutmix_alpha < 0:
         raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
+    if not 0.0 <= mix_prob <= 1.0:
+        raise ValueError(f"mix_prob must be in [0, 1], got {mix_prob}")
     targets = soft_targets(labels, num_classes, label_smoothing)
     if mixup_alpha == 0 and cutmix_alpha == 0:
+        return images, targets
+    # no draw at mix_prob 1, so that seeded runs from before the knob see the same rng stream
+    if mix_prob < 1.0 and rng.random() >= mix_prob:
         return images, targets
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha == 0 or rng.random() < cutmix_prob)
     weight = float(rng.beta(cutmix_alpha, cutmix_alpha) if use_cutmix else rng.beta(mixup_alpha, mixup_alpha))
