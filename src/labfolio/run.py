@@ -194,7 +194,8 @@ class Run:
     def __init__(self, *, run_id: str, location: StoreLocation, mode: str, start_event: dict,
                  journal_folder: Path, config: dict, on_alert: Callable | None,
                  attachments: tuple = (), first_step: int = 0, system_metrics: bool = False,
-                 first_segment: int = 0, rules=None, vigilance: bool = True):
+                 first_segment: int = 0, rules=None, vigilance: bool = True,
+                 logged_through: Mapping[str, int] | None = None):
         self.id = run_id
         self.name = start_event.get("name") or run_id
         self.project = start_event.get("project") or ""
@@ -208,6 +209,11 @@ class Run:
         self._journal = JournalWriter(journal_folder, header_event=start_event, first_segment=first_segment)
         self.journal_folder = journal_folder
         self._encoders: dict[tuple, Any] = {}
+        # the first step this run logs: 0, or the step after the stored ones for a resumed run
+        self.first_step = first_step
+        # a resumed run's last stored step per key, so that code replaying steps from a checkpoint
+        # can skip what its killed attempt had logged (empty for a new run)
+        self.logged_through: dict[str, int] = dict(logged_through or {})
         self._next_step = first_step
         self._last_step = first_step - 1
         self._warned_backwards = False
@@ -538,6 +544,8 @@ class DisabledRun:
 
     def __init__(self, run_id: str = "disabled", config: dict | None = None):
         self.id = self.name = run_id
+        self.first_step = 0
+        self.logged_through: dict[str, int] = {}
         self.mode = "disabled"
         self.state = "disabled"
         self.config = Config(dict(config or {}), lambda changes: None)
@@ -705,14 +713,17 @@ def init(project: str | None = None, experiment: str | None = None, variant: str
         "batch_size": batch_size, "tokens_per_step": tokens_per_step, "started_at": time.time(),
     }
     first_step = 0
+    logged_through: dict[str, int] = {}
     if resume_run is not None:
         first_step = (resume_run.last_step + 1) if resume_run.last_step is not None else 0
+        logged_through = {key: entry.last_step for key, entry in resume_run.summary.items()
+                          if entry.last_step is not None}
         config_dict = {**resume_run.config, **config_dict}
         start_event["config"] = config_dict
     run = Run(run_id=run_id, location=location, mode=mode, start_event=start_event,
               journal_folder=folder, config=config_dict, on_alert=on_alert,
               attachments=snapshot.attachments, first_step=first_step, system_metrics=system_metrics,
-              first_segment=first_segment, rules=rules, vigilance=vigilance)
+              first_segment=first_segment, rules=rules, vigilance=vigilance, logged_through=logged_through)
     _current = run
     _install_exit_hooks()
     return run

@@ -94,6 +94,7 @@ class Task:
     ended_at: float | None = None
     returncode: int | None = None
     last_step: int | None = None
+    resume_run_id: str | None = None  # a killed run this task continues from its checkpoint
     key_value: float | None = None
     progress: float | None = None  # 0..1 when the run's length is known
     output_tail: str = ""
@@ -243,6 +244,11 @@ def child_env(spec: Spec, planned: PlannedRun, *, gpu: str | None, threads: int 
 # --------------------------------------------------------------------------- resume
 
 
+# How often a run saves a checkpoint, and which run it resumes, do not change what it computes:
+# a spec that turns checkpoints on still matches the runs it already has.
+_RUNTIME_ONLY_KEYS = frozenset({"checkpoint_every", "resume"})
+
+
 def config_matches(expected: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
     """Keys whose recorded value differs from what the spec asks for ([] = the run is this config).
 
@@ -253,7 +259,7 @@ def config_matches(expected: dict[str, Any], recorded: dict[str, Any]) -> list[s
     flat_expected, flat_recorded = flatten_config(expected), flatten_config(recorded)
     differing = []
     for key, value in flat_expected.items():
-        if key not in flat_recorded or value == "":
+        if key not in flat_recorded or value == "" or key in _RUNTIME_ONLY_KEYS:
             continue
         other = flat_recorded[key]
         if isinstance(value, (int, float)) and isinstance(other, (int, float)) \
@@ -265,8 +271,17 @@ def config_matches(expected: dict[str, Any], recorded: dict[str, Any]) -> list[s
     return differing
 
 
-def plan_tasks(spec: Spec, store, options: RunOptions) -> list[Task]:
-    """Every variant × seed, each marked run or skip by what the store already holds."""
+def _resumable(runs, location):
+    """The newest killed or crashed run among `runs` that left a checkpoint (see
+    ``labfolio.kit.recipes.checkpoint``), or None: a run that can go on need not start over."""
+    candidates = [r for r in runs if r.state in ("killed", "crashed")
+                  and (location.checkpoint_dir / f"{r.run_id}.pt").is_file()]
+    return max(candidates, key=lambda r: r.started_at or 0.0, default=None)
+
+
+def plan_tasks(spec: Spec, store, options: RunOptions, location=None) -> list[Task]:
+    """Every variant × seed, each marked run, resume or skip by what the store already holds
+    (`location`, the store's, is where resumable runs keep their checkpoints)."""
     existing = store.list_runs(experiment=spec.experiment, with_summary=False) if store is not None else []
     tasks = []
     for planned in spec.plan(smoke=options.smoke):
@@ -288,7 +303,12 @@ def plan_tasks(spec: Spec, store, options: RunOptions) -> list[Task]:
             task.action, task.state, task.run_id = "skip", "skipped", run.run_id
             task.reason = f"{run.state} earlier; --retry-failed runs it again"
         elif same:
-            task.reason = f"rerun ({'/'.join(sorted(states))} earlier)"
+            resumable = _resumable(same, location) if location is not None and not options.rerun else None
+            if resumable is not None:
+                task.resume_run_id = task.run_id = resumable.run_id
+                task.reason = f"resume {resumable.run_id} from its checkpoint ({resumable.state} at step {resumable.last_step})"
+            else:
+                task.reason = f"rerun ({'/'.join(sorted(states))} earlier)"
         elif changed:
             keys = config_matches(expected, changed[0].config)
             task.reason = f"config changed since {changed[0].run_id} ({', '.join(keys[:3])})"
@@ -518,7 +538,7 @@ def run_spec(spec: Spec, options: RunOptions | None = None, *, display=None) -> 
     store = open_store(location)
     report = RunReport(spec, [])
     report.warnings += previous_warnings(spec, {e["name"] for e in store.experiments()})
-    tasks = plan_tasks(spec, store, options)
+    tasks = plan_tasks(spec, store, options, location)
     report.tasks = tasks
     to_run = [t for t in tasks if t.action == "run"]
     slots, threads = _slots(options, len(to_run), report.warnings) if options.executor == "local" else ([], None)
@@ -554,6 +574,8 @@ def run_spec(spec: Spec, options: RunOptions | None = None, *, display=None) -> 
                         task.slot = slot if slot is not None else ("ray" if options.executor == "ray" else "cpu")
                         task.env = child_env(spec, task.planned, gpu=slot, threads=threads,
                                              store=options.store)
+                        if task.resume_run_id:
+                            task.env["LABFOLIO_RESUME"] = task.resume_run_id
                         task.state, task.launched_at = "running", time.time()
                         executor.start(task, log_dir / f"{task.planned.variant}_s{task.planned.seed}.json")
                         display.started(task)

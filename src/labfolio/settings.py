@@ -38,6 +38,11 @@ class StoreLocation:
         return self.home / "artifacts"
 
     @property
+    def checkpoint_dir(self) -> Path:
+        """Where resumable recipes keep one checkpoint per run (``<run id>.pt``)."""
+        return self.home / "checkpoints"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
 

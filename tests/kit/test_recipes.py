@@ -250,9 +250,23 @@ def test_classify_with_strong_augmentation_trains_reproducibly_and_logs_every_me
     assert record.config["randaugment_ops"] == 2 and record.config["model"]["drop_path"] == 0.1
 
 
+def test_randaugment_at_probability_zero_trains_exactly_like_no_randaugment(store_dir):
+    # the recipe hands randaugment_prob to the augmentation: at 0 no image is touched and no
+    # random number is drawn, so the run is the one without RandAugment, bit for bit
+    off = classify.train(smoke_classify("--epochs=1", "--augment=crop+flip"))
+    never = classify.train(smoke_classify("--epochs=1", "--augment=crop+flip", "--randaugment-ops=2",
+                                          "--randaugment-prob=0", "--randaugment-magnitude-std=0.5"))
+    lighter = classify.train(smoke_classify("--epochs=1", "--augment=crop+flip", "--randaugment-ops=2",
+                                            "--randaugment-prob=0.5", "--mix-prob=0.5", "--mixup-alpha=0.8"))
+    losses = [stored(store_dir, r.run_id)[1]["train/loss"].values.tolist() for r in (off, never, lighter)]
+    assert losses[0] == losses[1] and losses[2] != losses[0]
+
+
 def test_augmentation_values_out_of_range_are_config_errors():
     for flag, name in (("--erase-prob=1.5", "erase_prob"), ("--randaugment-magnitude=12", "randaugment_magnitude"),
-                       ("--drop-path=1", "drop_path"), ("--mixup-alpha=-1", "mixup_alpha")):
+                       ("--drop-path=1", "drop_path"), ("--mixup-alpha=-1", "mixup_alpha"),
+                       ("--randaugment-prob=2", "randaugment_prob"), ("--mix-prob=-0.5", "mix_prob"),
+                       ("--randaugment-magnitude-std=-1", "randaugment_magnitude_std")):
         with pytest.raises(labfolio.ConfigError, match=name):
             classify.ClassifyConfig(**{name: float(flag.split("=")[1])})
 

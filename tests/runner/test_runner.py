@@ -229,3 +229,33 @@ def test_demo_without_torch_says_which_extra_to_install(monkeypatch):
                         lambda name, *a, **k: None if name == "torch" else real_find_spec(name, *a, **k))
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 1 and "pip install 'labfolio[kit]'" in result.output
+
+
+def test_a_killed_run_that_left_a_checkpoint_is_resumed_and_one_without_is_rerun(write_spec):
+    from labfolio.settings import resolve_store
+    from labfolio.store import Batch
+
+    path = toy_spec(write_spec)
+    first = run(path)
+    store = labfolio.open_store()
+    ids = {t.planned.variant: t.run_id for t in first.tasks}
+    for run_id in ids.values():
+        store.write_batch(Batch(run_id=run_id, events=[{"type": "finish", "state": "killed"}]))
+    checkpoint = resolve_store(None).checkpoint_dir / f"{ids['b']}.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"a recipe's checkpoint")
+    plan = {t.planned.variant: t for t in run(path, dry_run=True).tasks}
+    assert plan["a"].resume_run_id is None and plan["a"].reason == "rerun (killed earlier)"
+    assert plan["b"].resume_run_id == plan["b"].run_id == ids["b"]
+    assert plan["b"].reason == f"resume {ids['b']} from its checkpoint (killed at step 3)"
+    # --rerun starts over even where a checkpoint is left
+    assert all(t.resume_run_id is None for t in run(path, dry_run=True, rerun=True).tasks)
+
+
+def test_checkpoint_and_resume_keys_do_not_make_a_finished_run_look_changed(write_spec):
+    path = toy_spec(write_spec, body=", checkpoint_every: 0")  # recorded, as a recipe records its defaults
+    first = run(path)
+    path.write_text(path.read_text().replace("checkpoint_every: 0", "checkpoint_every: 5"))
+    again = run(path)
+    assert [t.state for t in again.tasks] == ["skipped", "skipped"]
+    assert {t.run_id for t in again.tasks} == {t.run_id for t in first.tasks}

@@ -96,7 +96,9 @@ class EMA:
         self.num_updates = int(state["num_updates"])  # type: ignore[call-overload]
         shadow = state["shadow"]
         assert isinstance(shadow, Mapping), "EMA state needs a 'shadow' mapping of tensors"
-        self.shadow = {key: value.detach().clone() for key, value in shadow.items()}
+        # a checkpoint is loaded onto the CPU: the average goes back where it lived (the model's device)
+        device = next(iter(self.shadow.values())).device if self.shadow else None
+        self.shadow = {key: value.detach().to(device or value.device, copy=True) for key, value in shadow.items()}
 
     def copy_to(self, model: nn.Module) -> None:
         """Overwrite the model's weights with the average."""
@@ -189,6 +191,16 @@ class LastKAverage:
 
     def __len__(self) -> int:
         return len(self.snapshots)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"k": self.k, "every": self.every, "snapshots": list(self.snapshots), "steps": list(self.steps)}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        self.k, self.every = int(state["k"]), int(state["every"])  # type: ignore[call-overload]
+        self.snapshots = collections.deque(
+            ({key: value.to(self.device, copy=True) for key, value in snapshot.items()}
+             for snapshot in state["snapshots"]), maxlen=self.k)  # type: ignore[union-attr]
+        self.steps = collections.deque((int(step) for step in state["steps"]), maxlen=self.k)  # type: ignore[union-attr]
 
     def average(self) -> dict[str, torch.Tensor]:
         """The uniform average of the snapshots held."""

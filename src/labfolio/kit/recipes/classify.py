@@ -48,6 +48,15 @@ from labfolio.kit.data import (
 )
 from labfolio.kit.losses import smoothed_cross_entropy, soft_cross_entropy
 from labfolio.kit.models.vit import ViT, ViTConfig
+from labfolio.kit.recipes.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    logged_before,
+    random_states,
+    restore_random_states,
+    resume_run_id,
+    save_checkpoint,
+)
 from labfolio.kit.recipes import (
     ConnectionFields,
     RecipeResult,
@@ -79,10 +88,13 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     crop_padding: int = 4  # zero padding before the random crop, in pixels
     randaugment_ops: int = 0  # RandAugment operations per training image (0 = off)
     randaugment_magnitude: float = 9.0  # their strength, 0-10
+    randaugment_prob: float = 1.0  # chance that an image gets each drawn operation (timm's default is 0.5)
+    randaugment_magnitude_std: float = 0.0  # per-image Gaussian jitter of the magnitude (timm's: 0.5)
     erase_prob: float = 0.0  # random erasing: chance that an image gets a noise rectangle
     mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) mixing (0 = off)
     cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha) box size (0 = off)
     cutmix_prob: float = 0.5  # with both on: the share of batches that use CutMix instead of MixUp
+    mix_prob: float = 1.0  # the share of batches that MixUp/CutMix mixes at all
     # model
     patch_size: int = 4  # 4x4 patches: 64 tokens on 32x32 images
     depth: int = 6  # transformer blocks
@@ -130,13 +142,16 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    checkpoint_every: int = 0  # epochs between resumable checkpoints in the store (0 = none)
+    resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "eval_every", "eval_batch_size", "knn_k",
                      "average_every", "patch_size", "depth", "width", "heads"):
             if getattr(self, name) < 1:
                 raise labfolio.ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "diag_every", "average_last", "crop_padding", "threads", "grad_clip"):
+        for name in ("max_steps", "diag_every", "average_last", "crop_padding", "threads", "grad_clip",
+                     "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("randaugment_ops", "mixup_alpha", "cutmix_alpha"):
@@ -144,7 +159,9 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.randaugment_magnitude <= 10.0:
             raise labfolio.ConfigError(f"randaugment_magnitude must be in [0, 10], got {self.randaugment_magnitude}")
-        for name in ("erase_prob", "cutmix_prob"):
+        if self.randaugment_magnitude_std < 0:
+            raise labfolio.ConfigError(f"randaugment_magnitude_std must be >= 0, got {self.randaugment_magnitude_std}")
+        for name in ("erase_prob", "cutmix_prob", "randaugment_prob", "mix_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise labfolio.ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.drop_path < 1.0:
@@ -197,13 +214,14 @@ def _training_batch(
         images = random_crop_flip(images, cfg.crop_padding if crop else 0, flip, generator)
     unit = images.to(torch.float32) / 255.0
     if cfg.randaugment_ops:
-        unit = rand_augment(unit, cfg.randaugment_ops, cfg.randaugment_magnitude, generator, augment_round)
+        unit = rand_augment(unit, cfg.randaugment_ops, cfg.randaugment_magnitude, generator, augment_round,
+                            prob=cfg.randaugment_prob, magnitude_std=cfg.randaugment_magnitude_std)
     mean, std = scale
     inputs = random_erase((unit - mean) / std, cfg.erase_prob, generator)
     if not _mixes(cfg):
         return inputs, labels
     return mix_batch(inputs, labels, num_classes, mix_rng, cfg.mixup_alpha, cfg.cutmix_alpha,
-                     cfg.cutmix_prob, cfg.label_smoothing)
+                     cfg.cutmix_prob, cfg.label_smoothing, mix_prob=cfg.mix_prob)
 
 
 def _build_model(cfg: ClassifyConfig, dataset: ImageDataset) -> tuple[ViT, ViTConfig]:
@@ -337,20 +355,36 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     augment_round = torch.compile(apply_round) if cfg.compile and device.type == "cuda" else apply_round
     num_classes = len(dataset.classes)
 
-    run = start_run(cfg, model_config, batch_size=cfg.batch_size)
+    resume_id = resume_run_id(cfg.resume)
+    run = start_run(cfg, model_config, batch_size=cfg.batch_size,
+                    **({"run_id": resume_id, "resume": "must"} if resume_id else {}))
+    saved_at = checkpoint_path(run) if cfg.checkpoint_every or resume_id else None
     artifacts: list[str] = []
     logged_losses: list[torch.Tensor] = []
+    earlier_losses: list[float] = []  # logged before the last checkpoint (as numbers)
     final: dict[str, float] = {}
+    step, start_epoch = 0, 0
+    if resume_id:
+        state = load_checkpoint(saved_at, resume_id)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        if snapshots is not None:
+            snapshots.load_state_dict(state["snapshots"])
+        restore_random_states(state["random"], order_generator, augment_generator, numpy_rng=mix_rng)
+        step, start_epoch = int(state["step"]), int(state["epoch"])
+        earlier_losses, final = list(state["logged_losses"]), dict(state["final"])
     with run, tempfile.TemporaryDirectory(prefix="labfolio-classify-") as scratch:
         out_folder = Path(cfg.out_dir) if cfg.out_dir else Path(scratch)
         run.summary["model/parameters"] = sum(p.numel() for p in model.parameters())
         print(f"classify: {dataset.name} ({n_train} train / {len(dataset.test)} test, {len(dataset.classes)} "
               f"classes) · ViT {cfg.depth}x{cfg.width} · {cfg.connection} · {total_steps} steps on {device} "
-              f"· run {run.id}", flush=True)
-        step = 0
+              f"· run {run.id}" + (f" · resumed at epoch {start_epoch} step {step}" if resume_id else ""),
+              flush=True)
         started = time.perf_counter()
         epochs = math.ceil(total_steps / steps_per_epoch)
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             for indices in epoch_batches(n_train, min(cfg.batch_size, n_train), order_generator):
                 if step >= total_steps:
                     break
@@ -374,12 +408,13 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
                     ema.update(model)
                 if snapshots is not None:
                     snapshots.maybe_add(step + 1, model)
-                if step % cfg.log_every == 0:
+                # a resumed run replays from its checkpoint: skip what the killed attempt logged
+                if step % cfg.log_every == 0 and not logged_before(run, "train/loss", step):
                     loss_value = loss.detach()
                     logged_losses.append(loss_value)
                     run.log({"train/loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                              "epoch": epoch + (step % steps_per_epoch) / steps_per_epoch}, step=step)
-                if cfg.diag_every and step % cfg.diag_every == 0:
+                if cfg.diag_every and step % cfg.diag_every == 0 and step >= run.first_step:
                     diagnostics = model.diagnostics()
                     if diagnostics:
                         run.log({f"diag/{name}": value for name, value in diagnostics.items()}, step=step)
@@ -390,7 +425,8 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
                 with ema.applied_to(model) if ema is not None else contextlib.nullcontext():
                     results, test_emb = _evaluate(model, dataset, bank, tensors, stats, cfg, device)
                 results["epoch"] = epoch + 1.0
-                run.log(results, step=step - 1)
+                if not logged_before(run, "test/acc", step - 1):
+                    run.log(results, step=step - 1)
                 final.update(results)
                 print(f"  epoch {epoch + 1}/{epochs} step {step} · test acc {results['test/acc']:.4f} "
                       f"· knn {results['test/knn_acc']:.4f} · loss {results['test/loss']:.4f} "
@@ -403,6 +439,17 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
                         artifacts.append(str(png))
                     run.summary["test/eff_rank_of_width"] = metrics.format_effective_rank(
                         results["test/eff_rank"], cfg.width)
+            if saved_at is not None and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 \
+                    and not last_epoch and step < total_steps:
+                earlier_losses += torch.stack(logged_losses).tolist() if logged_losses else []
+                logged_losses.clear()
+                save_checkpoint(saved_at, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "snapshots": snapshots.state_dict() if snapshots is not None else None,
+                    "random": random_states(order_generator, augment_generator, numpy_rng=mix_rng),
+                    "step": step, "epoch": epoch + 1, "logged_losses": earlier_losses, "final": final,
+                })
         if snapshots is not None and len(snapshots):
             averaged_model = copy.deepcopy(model)
             averaged_model.load_state_dict(snapshots.average())
@@ -410,9 +457,11 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
             averaged = {f"avg/{key}": value for key, value in averaged.items()}
             run.log(averaged, step=step - 1)
             final.update(averaged)
-        train_loss = torch.stack(logged_losses).tolist() if logged_losses else []
+        train_loss = earlier_losses + (torch.stack(logged_losses).tolist() if logged_losses else [])
         if train_loss:
             final["train/loss"] = train_loss[-1]
+    if saved_at is not None:
+        saved_at.unlink(missing_ok=True)  # the run finished: there is nothing left to resume
     return RecipeResult(run_id=run.id, final=final, train_loss=train_loss, artifacts=artifacts)
 
 

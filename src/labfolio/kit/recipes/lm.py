@@ -31,6 +31,15 @@ import labfolio
 from labfolio.kit.averaging import EMA, LastKAverage
 from labfolio.kit.data import ByteBatches, load_text_bytes
 from labfolio.kit.models.gpt import GPT, GPTConfig
+from labfolio.kit.recipes.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    logged_before,
+    random_states,
+    restore_random_states,
+    resume_run_id,
+    save_checkpoint,
+)
 from labfolio.kit.recipes import (
     ConnectionFields,
     RecipeResult,
@@ -95,13 +104,15 @@ class LMConfig(ConnectionFields, TrackingFields):
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    checkpoint_every: int = 0  # steps between resumable checkpoints in the store (0 = none)
+    resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "block_size", "log_every", "eval_every", "eval_batches",
                      "average_every", "depth", "width", "heads"):
             if getattr(self, name) < 1:
                 raise labfolio.ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("diag_every", "average_last", "threads", "grad_clip"):
+        for name in ("diag_every", "average_last", "threads", "grad_clip", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -177,17 +188,33 @@ def train(cfg: LMConfig) -> RecipeResult:
     step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
     tokens_per_step = cfg.batch_size * cfg.block_size
 
-    run = start_run(cfg, model_config, tokens_per_step=tokens_per_step)
+    resume_id = resume_run_id(cfg.resume)
+    run = start_run(cfg, model_config, tokens_per_step=tokens_per_step,
+                    **({"run_id": resume_id, "resume": "must"} if resume_id else {}))
+    saved_at = checkpoint_path(run) if cfg.checkpoint_every or resume_id else None
     logged_losses: list[torch.Tensor] = []
+    earlier_losses: list[float] = []  # logged before the last checkpoint (as numbers)
     final: dict[str, float] = {}
+    start_step = 0
+    if resume_id:
+        state = load_checkpoint(saved_at, resume_id)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        if snapshots is not None:
+            snapshots.load_state_dict(state["snapshots"])
+        restore_random_states(state["random"], train_batches.generator)
+        start_step = int(state["step"])
+        earlier_losses, final = list(state["logged_losses"]), dict(state["final"])
     with run:
         run.summary["model/parameters"] = model.num_parameters()
         print(f"lm: {splits.source} ({len(splits.train)} train / {len(splits.val)} val bytes) · GPT "
-              f"{cfg.depth}x{cfg.width} · {cfg.connection} · {cfg.steps} steps on {device} · run {run.id}",
-              flush=True)
+              f"{cfg.depth}x{cfg.width} · {cfg.connection} · {cfg.steps} steps on {device} · run {run.id}"
+              + (f" · resumed at step {start_step}" if resume_id else ""), flush=True)
         started = interval_start = time.perf_counter()
         interval_steps = 0
-        for step in range(cfg.steps):
+        for step in range(start_step, cfg.steps):
             inputs, targets = train_batches.next()
             lr = schedule(step)
             set_lr(optimizer, lr)
@@ -202,7 +229,8 @@ def train(cfg: LMConfig) -> RecipeResult:
                 ema.update(model)
             if snapshots is not None:
                 snapshots.maybe_add(step + 1, model)
-            if step % cfg.log_every == 0:
+            # a resumed run replays from its checkpoint: skip what the killed attempt logged
+            if step % cfg.log_every == 0 and not logged_before(run, "train/loss", step):
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # once per interval, so the wall time is the GPU's
                 now = time.perf_counter()
@@ -212,7 +240,7 @@ def train(cfg: LMConfig) -> RecipeResult:
                 logged_losses.append(loss_value)
                 run.log({"train/loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                          "tokens_per_s": tokens_per_s}, step=step)
-            if cfg.diag_every and step % cfg.diag_every == 0:
+            if cfg.diag_every and step % cfg.diag_every == 0 and step >= run.first_step:
                 diagnostics = model.diagnostics()
                 if diagnostics:
                     run.log({f"diag/{name}": value for name, value in diagnostics.items()}, step=step)
@@ -221,11 +249,24 @@ def train(cfg: LMConfig) -> RecipeResult:
                     results = _validate(model, val_batches, cfg, device)
                 if not math.isfinite(results["val/loss"]):
                     raise FloatingPointError(f"val/loss is {results['val/loss']} at step {step}: training diverged")
-                run.log(results, step=step)
+                if not logged_before(run, "val/loss", step):
+                    run.log(results, step=step)
                 final.update(results)
                 print(f"  step {step + 1}/{cfg.steps} · val loss {results['val/loss']:.4f} · "
                       f"bpb {results['val/bpb']:.4f} · {time.perf_counter() - started:.1f}s", flush=True)
                 interval_start = time.perf_counter()  # validation time is not training throughput
+            if saved_at is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                    and step < cfg.steps - 1:
+                earlier_losses += torch.stack(logged_losses).tolist() if logged_losses else []
+                logged_losses.clear()
+                save_checkpoint(saved_at, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "snapshots": snapshots.state_dict() if snapshots is not None else None,
+                    "random": random_states(train_batches.generator),
+                    "step": step + 1, "logged_losses": earlier_losses, "final": final,
+                })
+                interval_start = time.perf_counter()
         if snapshots is not None and len(snapshots):
             averaged_model = copy.deepcopy(model)
             averaged_model.load_state_dict(snapshots.average())
@@ -233,9 +274,11 @@ def train(cfg: LMConfig) -> RecipeResult:
                         _validate(averaged_model, val_batches, cfg, device).items()}
             run.log(averaged, step=cfg.steps - 1)
             final.update(averaged)
-        train_loss = torch.stack(logged_losses).tolist() if logged_losses else []
+        train_loss = earlier_losses + (torch.stack(logged_losses).tolist() if logged_losses else [])
         if train_loss:
             final["train/loss"] = train_loss[-1]
+    if saved_at is not None:
+        saved_at.unlink(missing_ok=True)  # the run finished: there is nothing left to resume
     return RecipeResult(run_id=run.id, final=final, train_loss=train_loss, artifacts=[])
 
 
