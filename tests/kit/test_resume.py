@@ -92,6 +92,9 @@ def test_resuming_a_run_without_a_checkpoint_says_how_to_start_over(store_dir, m
     plain = classify.train(_config("--epochs=1"))
     with pytest.raises(labfolio.ConfigError, match="checkpoint_every > 0.*without resume"):
         classify.train(_config("--epochs=1", f"--resume={plain.run_id}"))
+    record, history = _history(store_dir / "plain", plain.run_id)
+    assert record.state == "finished"  # refused before the run's record was touched
+    assert len(history["test/acc"].steps) == 1
 
 
 def test_a_killed_lm_run_resumed_from_its_checkpoint_matches_an_uninterrupted_run(store_dir, monkeypatch):

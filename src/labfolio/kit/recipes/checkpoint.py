@@ -27,7 +27,7 @@ import torch
 
 import labfolio
 
-__all__ = ["RESUME_ENV", "checkpoint_path", "resume_run_id", "save_checkpoint", "load_checkpoint",
+__all__ = ["RESUME_ENV", "checkpoint_path", "checkpoint_to_resume", "resume_run_id", "save_checkpoint", "load_checkpoint",
            "random_states", "restore_random_states", "logged_before"]
 
 RESUME_ENV = "LABFOLIO_RESUME"  # the run id to resume, set by ``labfolio run`` for a killed run
@@ -50,6 +50,14 @@ def checkpoint_path(run: Any) -> Path | None:
     if location is None:
         return None
     return location.checkpoint_dir / f"{run.id}.pt"
+
+
+def checkpoint_to_resume(run_id: str) -> dict:
+    """The checkpoint of `run_id` in the store ``labfolio.init()`` will open, read before the run
+    is resumed: a run that cannot resume is refused before its record is touched."""
+    from labfolio.settings import resolve_store
+
+    return load_checkpoint(resolve_store(None).checkpoint_dir / f"{run_id}.pt", run_id)
 
 
 def random_states(*generators: torch.Generator, numpy_rng: np.random.Generator | None = None) -> dict:

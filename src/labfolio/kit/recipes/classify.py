@@ -50,7 +50,7 @@ from labfolio.kit.losses import smoothed_cross_entropy, soft_cross_entropy
 from labfolio.kit.models.vit import ViT, ViTConfig
 from labfolio.kit.recipes.checkpoint import (
     checkpoint_path,
-    load_checkpoint,
+    checkpoint_to_resume,
     logged_before,
     random_states,
     restore_random_states,
@@ -356,6 +356,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     num_classes = len(dataset.classes)
 
     resume_id = resume_run_id(cfg.resume)
+    state = checkpoint_to_resume(resume_id) if resume_id else None
     run = start_run(cfg, model_config, batch_size=cfg.batch_size,
                     **({"run_id": resume_id, "resume": "must"} if resume_id else {}))
     saved_at = checkpoint_path(run) if cfg.checkpoint_every or resume_id else None
@@ -364,8 +365,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     earlier_losses: list[float] = []  # logged before the last checkpoint (as numbers)
     final: dict[str, float] = {}
     step, start_epoch = 0, 0
-    if resume_id:
-        state = load_checkpoint(saved_at, resume_id)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:

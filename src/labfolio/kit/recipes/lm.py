@@ -33,7 +33,7 @@ from labfolio.kit.data import ByteBatches, load_text_bytes
 from labfolio.kit.models.gpt import GPT, GPTConfig
 from labfolio.kit.recipes.checkpoint import (
     checkpoint_path,
-    load_checkpoint,
+    checkpoint_to_resume,
     logged_before,
     random_states,
     restore_random_states,
@@ -189,6 +189,7 @@ def train(cfg: LMConfig) -> RecipeResult:
     tokens_per_step = cfg.batch_size * cfg.block_size
 
     resume_id = resume_run_id(cfg.resume)
+    state = checkpoint_to_resume(resume_id) if resume_id else None
     run = start_run(cfg, model_config, tokens_per_step=tokens_per_step,
                     **({"run_id": resume_id, "resume": "must"} if resume_id else {}))
     saved_at = checkpoint_path(run) if cfg.checkpoint_every or resume_id else None
@@ -196,8 +197,7 @@ def train(cfg: LMConfig) -> RecipeResult:
     earlier_losses: list[float] = []  # logged before the last checkpoint (as numbers)
     final: dict[str, float] = {}
     start_step = 0
-    if resume_id:
-        state = load_checkpoint(saved_at, resume_id)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
