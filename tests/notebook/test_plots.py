@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from labfolio.notebook import write_vault
 from labfolio.store import Batch
@@ -74,7 +75,9 @@ def test_without_plots_no_png_is_written_and_no_embed_is_left(study_store, tmp_p
     assert "![[" not in (vault / "experiments/vit_001/experiment.md").read_text(encoding="utf-8")
 
 
-def test_a_curve_legend_counts_the_runs_that_did_not_finish(study_store, tmp_path, monkeypatch):
+@pytest.fixture()
+def legend_labels(monkeypatch) -> list[str]:
+    """Every curve legend label drawn while the test runs."""
     from matplotlib.axes import Axes
 
     labels: list[str] = []
@@ -85,25 +88,21 @@ def test_a_curve_legend_counts_the_runs_that_did_not_finish(study_store, tmp_pat
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Axes, "legend", recording_legend)
+    return labels
+
+
+def test_a_curve_legend_counts_the_runs_that_did_not_finish(study_store, tmp_path, legend_labels):
+    labels = legend_labels
     write_vault(study_store, tmp_path / "vault", root=tmp_path)
     # vit_002's baseline has two finished seeds and one still running; vit_001's all finished
     assert "baseline (n=3, 1 unfinished)" in labels
     assert "mhc (n=3)" in labels
 
 
-def test_a_curve_shows_each_seed_once_the_attempt_the_results_count_or_else_the_newest(tmp_path, monkeypatch):
-    from matplotlib.axes import Axes
-
+def test_a_curve_shows_each_seed_once_the_attempt_the_results_count_or_else_the_newest(tmp_path, legend_labels):
     from labfolio.store import open_store
 
-    labels: list[str] = []
-    original = Axes.legend
-
-    def recording_legend(self, *args, **kwargs):
-        labels.extend(self.get_legend_handles_labels()[1])
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Axes, "legend", recording_legend)
+    labels = legend_labels
     store = open_store()
     for seed in range(2):
         # a short first attempt of each seed, then the full-length rerun

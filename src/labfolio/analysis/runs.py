@@ -201,14 +201,12 @@ def described_runs(runs: Iterable[RunView]) -> list[RunView]:
     """
     runs = list(runs)
     reasons = exclusion_reasons(runs)
-    chosen: dict[tuple[str, str, int], RunView] = {}
-    for run in runs:
-        if run.seed is None:
-            continue
-        key = (run.experiment, run.variant, run.seed)
-        held = chosen.get(key)
-        counts, held_counts = reasons[run.run_id] is None, held is not None and reasons[held.run_id] is None
-        if held is None or (counts and not held_counts) or (
-                counts == held_counts and (run.started_at or 0.0) >= (held.started_at or 0.0)):
-            chosen[key] = run
-    return [run for run in runs if run.seed is None or chosen[(run.experiment, run.variant, run.seed)] is run]
+
+    def seed_of(run: RunView) -> tuple:
+        return run.experiment, run.variant, run.seed
+
+    counted = {seed_of(run) for run in runs if reasons[run.run_id] is None and run.seed is not None}
+    # seeds none of whose runs counts: their newest attempt stands for them
+    older = superseded_runs(run for run in runs if seed_of(run) not in counted)
+    return [run for run in runs if run.seed is None
+            or (reasons[run.run_id] is None if seed_of(run) in counted else run.run_id not in older)]

@@ -28,7 +28,7 @@ import torch
 import labfolio
 
 __all__ = ["RESUME_ENV", "checkpoint_path", "checkpoint_to_resume", "resume_run_id", "save_checkpoint", "load_checkpoint",
-           "random_states", "restore_random_states", "logged_before"]
+           "random_states", "restore_random_states", "logged_before", "training_state", "restore_training"]
 
 RESUME_ENV = "LABFOLIO_RESUME"  # the run id to resume, set by ``labfolio run`` for a killed run
 
@@ -107,3 +107,21 @@ def load_checkpoint(path: Path | None, run_id: str) -> dict:
             "can resume; rerun without resume (unset LABFOLIO_RESUME) to start over")
     # weights_only: a checkpoint is tensors, numbers and strings; nothing in it needs to run code
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: Any, snapshots: Any) -> dict:
+    """The weights and optimizer state a checkpoint holds (EMA and snapshots when the run keeps them)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "snapshots": snapshots.state_dict() if snapshots is not None else None}
+
+
+def restore_training(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: Any,
+                     snapshots: Any) -> None:
+    """Load what ``training_state`` saved back into the run's model, optimizer, EMA and snapshots."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    if snapshots is not None:
+        snapshots.load_state_dict(state["snapshots"])

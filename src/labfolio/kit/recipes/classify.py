@@ -54,8 +54,10 @@ from labfolio.kit.recipes.checkpoint import (
     logged_before,
     random_states,
     restore_random_states,
+    restore_training,
     resume_run_id,
     save_checkpoint,
+    training_state,
 )
 from labfolio.kit.recipes import (
     ConnectionFields,
@@ -366,12 +368,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     final: dict[str, float] = {}
     step, start_epoch = 0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if snapshots is not None:
-            snapshots.load_state_dict(state["snapshots"])
+        restore_training(state, model, optimizer, ema, snapshots)
         restore_random_states(state["random"], order_generator, augment_generator, numpy_rng=mix_rng)
         step, start_epoch = int(state["step"]), int(state["epoch"])
         earlier_losses, final = list(state["logged_losses"]), dict(state["final"])
@@ -444,9 +441,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
                 earlier_losses += torch.stack(logged_losses).tolist() if logged_losses else []
                 logged_losses.clear()
                 save_checkpoint(saved_at, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "snapshots": snapshots.state_dict() if snapshots is not None else None,
+                    **training_state(model, optimizer, ema, snapshots),
                     "random": random_states(order_generator, augment_generator, numpy_rng=mix_rng),
                     "step": step, "epoch": epoch + 1, "logged_losses": earlier_losses, "final": final,
                 })
