@@ -171,7 +171,6 @@ def superseded_runs(runs: Iterable[RunView]) -> dict[str, str]:
     return reasons
 
 
-
 def exclusion_reasons(
     runs: Iterable[RunView],
     *,
