@@ -183,14 +183,15 @@ def _needs_series(rule) -> bool:
     return rule.relative or rule.start_step is not None or rule.aggregation == "mean_last_N"
 
 
-def _judge(rule, entry, needs_series: bool) -> tuple[str, float] | str | None:
-    """(health, value) of a rule on a run's summary entry; the value as written when it is not a
-    number; None when only the series can tell (`needs_series`: ``_needs_series(rule)``)."""
+def _judge(rule, entry, needs_series: bool) -> tuple[str, float, str] | str | None:
+    """(health, value, which value: the rule's aggregation, or '' for a value as written) of a rule
+    on a run's summary entry; the value as written when it is not a number; None when only the
+    series can tell (`needs_series`: ``_needs_series(rule)``)."""
     if entry.count == 0:  # a value set or imported without a series
         value = entry.value
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return None if value is None else str(value)
-        return str(rule.judge(float(value))), float(value)
+        return str(rule.judge(float(value))), float(value), ""
     if needs_series:
         return None
     if rule.aggregation == "last":
@@ -201,7 +202,7 @@ def _judge(rule, entry, needs_series: bool) -> tuple[str, float] | str | None:
         value = entry.min if rule.aggregation == "min" else entry.max
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
-    return str(rule.judge(float(value))), float(value)
+    return str(rule.judge(float(value))), float(value), rule.aggregation
 
 
 def rules_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
@@ -231,9 +232,14 @@ def rules_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
                     continue
                 worst = max(judged, key=lambda j: ("good", "watch", "bad").index(j[0]))[0]
                 count = sum(1 for j in judged if j[0] == worst)
-                finite = [v for _, v in judged if math.isfinite(v)]
+                finite = [v for _, v, _ in judged if math.isfinite(v)]
                 mean = format_number_text(sum(finite) / len(finite)) if finite else "NaN"
-                cells.append(f"{_HEALTH_ICON[worst]} {worst} ({count}/{len(judged)}) · {mean}")
+                # say which number this is: a run's max of test/loss is its first evaluation, not its result
+                which = " / ".join(dict.fromkeys(label for *_, label in judged if label))
+                shown = f"{which} {mean}" if which else mean
+                if len(finite) > 1:
+                    shown += f" (mean of {len(finite)} runs)"
+                cells.append(f"{_HEALTH_ICON[worst]} {worst} ({count}/{len(judged)}) · {shown}")
             metric = key if key == rule.metric else f"{key} (rule `{rule.metric}`)"
             if any(c in metric for c in "*?[") and "`" not in metric:
                 metric = f"`{metric}`"
