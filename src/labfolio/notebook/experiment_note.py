@@ -209,7 +209,9 @@ def rules_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     """The metrics-to-watch table: each rule that applies, judged per variant (worst run first)."""
     rules = experiment_rules(ctx, exp)
     keys = sorted({key for r in exp.runs for key in r.summary})
-    with_runs = [(v, runs) for v in exp.variants if (runs := exp.runs_of(v))]
+    # one attempt per seed, as in the results and the curves (an older 40-epoch try is not judged)
+    described = ctx.described_run_ids(exp)
+    with_runs = [(v, runs) for v in exp.variants if (runs := [r for r in exp.runs_of(v) if r.run_id in described])]
     rows = []
     own = {rule.metric for rule in _own_rules(exp)}
     for rule in rules:
