@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .context import Context
 from .mdtext import dump_frontmatter, format_date, format_datetime, render_table, strip_blank_edges
-from .results import experiment_status, previous_diff, status_label
+from .results import experiment_status, previous_diff, status_label, variant_order
 from .sections import (FRONTMATTER_COMMENT, Layout, ParsedNote, Slot, parse_note, render_sections,
                        with_human_frontmatter)
 from .snapshot import ExperimentInfo, config_lookup, is_imported, run_git, run_speed
@@ -138,8 +138,7 @@ def _results_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
         return ["No runs yet."]
     lines: list[str] = []
     baseline = result["baseline"]
-    order = sorted(result["variants"], key=lambda v: (v != baseline, exp.variants.index(v) if v in exp.variants else 0))
-    for variant in order:
+    for variant in variant_order(result, exp):
         info = result["variants"][variant]
         lines += [variant_heading(variant, variant == baseline), ""]
         if metrics:

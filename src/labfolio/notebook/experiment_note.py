@@ -16,7 +16,7 @@ from typing import Any
 
 from .context import EXPERIMENT_LOG, Context
 from .mdtext import format_date, format_number_text, render_table
-from .results import experiment_status, mislabelled_variants, status_label
+from .results import experiment_status, mislabelled_variants, status_label, variant_order
 from .sections import FRONTMATTER_FIELD, Layout, Slot, render_note, with_human_frontmatter
 from .snapshot import ExperimentInfo
 
@@ -150,7 +150,8 @@ def _results_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     if result["variants"]:
         header = ["Variant", "Runs", *metrics]
         rows = []
-        for variant, info in result["variants"].items():
+        for variant in variant_order(result, exp):
+            info = result["variants"][variant]
             label = f"{variant} (baseline)" if variant == result["baseline"] else variant
             rows.append([label, str(info["n"]), *[info["cells"].get(m, "--") for m in metrics]])
         lines += render_table(header, rows)

@@ -37,6 +37,7 @@ __all__ = [
     "experiment_results",
     "results_key",
     "config_views",
+    "variant_order",
     "described_run_ids",
     "previous_diff",
     "variant_diffs",
@@ -266,6 +267,17 @@ def results_key(exp: ExperimentInfo, proposals: Mapping[str, Any]) -> tuple[str,
                        [[m, _jsonable(run.summary[m].value) if m in run.summary else None] for m in metrics],
                        values_as_written(run) if is_imported(run) else None])
     return _digest(inputs), metrics, baseline
+
+
+def variant_order(result: dict, exp: ExperimentInfo) -> list[str]:
+    """The variants of `result` in the order notes show them: the baseline, then the store's order.
+
+    Explicit, because a result read back from the cache (written with sorted keys) has its
+    variants in alphabetical order, and a note must not change with the cache's state.
+    """
+    baseline = result["baseline"]
+    position = {variant: index for index, variant in enumerate(exp.variants)}
+    return sorted(result["variants"], key=lambda v: (v != baseline, position.get(v, len(position)), v))
 
 
 def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],

@@ -1,0 +1,52 @@
+"""The experiment note's tables: what each metrics-to-watch cell shows, and a results table that
+does not change with the cache's state."""
+
+from __future__ import annotations
+
+from labfolio.notebook import write_vault
+from labfolio.store import open_store
+
+from .conftest import T0, add_run
+
+
+def test_a_rule_cell_names_its_aggregation_and_how_many_runs_it_averages(tmp_path):
+    store = open_store()
+    for seed in range(2):
+        add_run(store, f"base_s{seed}", experiment="e", variant="baseline", seed=seed,
+                config={"lr": 0.1, "seed": seed}, start=T0 + seed, acc=0.7)
+    add_run(store, "mhc_s0", experiment="e", variant="mhc", seed=0, config={"lr": 0.1, "seed": 0},
+            start=T0 + 10, acc=0.7)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    note = (tmp_path / "vault" / "experiments" / "e" / "experiment.md").read_text(encoding="utf-8")
+    row = next(line for line in note.splitlines() if line.startswith("| train/loss (rule `*loss`)"))
+    baseline, mhc = row.strip("|").split("|")[-2:]
+    # the *loss rule judges each run's largest loss (a NaN anywhere), which is not its result
+    assert "· max " in baseline and baseline.strip().endswith("(mean of 2 runs)")
+    assert "· max " in mhc and "mean of" not in mhc
+
+
+def test_the_results_table_is_the_same_whether_its_results_were_computed_or_read_from_the_cache(tmp_path):
+    # the cache is written with sorted keys: "mhc" then "regular", against the store's order
+    store = open_store()
+    for seed in range(2):
+        for offset, variant in enumerate(("regular", "mhc")):
+            add_run(store, f"{variant}_s{seed}", experiment="e", variant=variant, seed=seed,
+                    config={"lr": 0.1, "connection": variant, "seed": seed}, start=T0 + 10 * offset + seed,
+                    acc=0.7 + 0.01 * offset)
+    vault = tmp_path / "vault"
+    note = vault / "experiments" / "e" / "experiment.md"
+    write_vault(store, vault, plots=False, root=tmp_path)
+    first = note.read_text(encoding="utf-8")
+
+    def table(text):
+        return [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| regular")
+                or line.startswith("| mhc")]
+
+    assert table(first) == ["regular (baseline)", "mhc"]
+    # a human edit makes the note render again, from the cached results
+    note.write_text(first.replace("## Observations & Conclusions\n", "## Observations & Conclusions\n\nmhc looks better.\n"),
+                    encoding="utf-8")
+    write_vault(store, vault, plots=False, root=tmp_path)
+    second = note.read_text(encoding="utf-8")
+    assert "mhc looks better." in second
+    assert table(second) == table(first)
