@@ -30,7 +30,8 @@ from .config import Config, to_config_dict
 from .drain import BackgroundDrainer
 from .errors import ConfigError, JournalError, MetricKeyError, MetricValueError, NoActiveRunError
 from .journal import JournalWriter, split_position
-from .settings import StoreLocation, fallback_journal_dir, find_project_root, resolve_store
+from .live_rules import live_monitor
+from .settings import StoreLocation, fallback_journal_dir, resolve_store
 from .store.schema import MAX_KEY_LENGTH
 
 __all__ = ["Run", "DisabledRun", "init", "current_run", "DEFAULT_RUN_ID_TEMPLATE", "MODES"]
@@ -150,44 +151,6 @@ def _is_device_tensor(value: Any) -> bool:
     return device is not None and getattr(device, "type", "cpu") not in ("cpu", "meta") and hasattr(value, "detach")
 
 
-def _live_monitor(config: dict, rules):
-    """The run's live checks: the project's rules (or `rules`) and every pathology detector."""
-    from .analysis import LiveMonitor, RulesFileError, builtin_rules, load_project_rules, merge_rules
-
-    if rules is None:
-        try:
-            rules = load_project_rules(find_project_root())
-        except (RulesFileError, OSError, ValueError) as exc:  # a broken rules file never stops a run
-            warnings.warn(f"labfolio: {exc}; live checks use the built-in rules until it is fixed.",
-                          RuntimeWarning)
-            rules = builtin_rules()
-        rules = merge_rules(rules, _env_rules())
-    try:
-        return LiveMonitor(config, list(rules))
-    except Exception as exc:  # a config the checks cannot read must not stop the run
-        warnings.warn(f"labfolio: live checks are off for this run ({exc!r}); `labfolio check` "
-                      "runs them afterwards.", RuntimeWarning)
-        return None
-
-
-def _env_rules() -> list:
-    """Extra rules from ``$LABFOLIO_RULES`` (JSON: a rules document as in rules.yaml, or a list of
-    rule tables); ``labfolio run`` passes a spec's ``rules:`` to its runs this way."""
-    text = os.environ.get("LABFOLIO_RULES")
-    if not text:
-        return []
-    import json
-
-    from .analysis import RulesFileError, extra_rules
-
-    try:
-        return extra_rules(json.loads(text), "$LABFOLIO_RULES")
-    except (ValueError, RulesFileError) as exc:
-        warnings.warn(f"labfolio: ignoring $LABFOLIO_RULES ({exc}); set it to JSON such as "
-                      '[{"metric": "grad_norm", "bad": "> 50"}].', RuntimeWarning)
-        return []
-
-
 class Run:
     """One execution of one variant with one seed. Create it with ``labfolio.init``."""
 
@@ -223,7 +186,7 @@ class Run:
         self._latest_lock = threading.Lock()
         self._alerts: list[dict] = []
         self._inspected_upto = -1  # journal position of the last point the live checks saw
-        self._monitor = _live_monitor(config, rules) if vigilance else None
+        self._monitor = live_monitor(config, rules) if vigilance else None
         self.config = Config(config, self._on_config_update)
         self.summary = Summary(self)
         self._finished = False

@@ -47,6 +47,11 @@ class StoreLocation:
         return self.url.startswith("sqlite")
 
     @property
+    def sqlite_database(self) -> str:
+        """The database file of a SQLite URL ('' for another store; ':memory:' for no file)."""
+        return self.url.split("///", 1)[-1] if self.is_sqlite and "///" in self.url else ""
+
+    @property
     def is_http(self) -> bool:
         """A team server (``labfolio server``) rather than a database."""
         return self.url.startswith(("http://", "https://"))

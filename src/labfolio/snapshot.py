@@ -71,7 +71,7 @@ def _source_database(location: StoreLocation) -> Path:
     if not location.is_sqlite:
         raise ConfigError(f"{location.describe()} is a PostgreSQL store: labfolio snapshot copies SQLite stores; "
                           "for PostgreSQL use pg_dump (e.g. pg_dump -Fc DBNAME > store.dump)")
-    database = location.url.split("///", 1)[1] if "///" in location.url else ""
+    database = location.sqlite_database
     if not database or database == ":memory:":
         raise ConfigError(f"{location.describe()} is an in-memory database: there is nothing on disk to copy")
     path = Path(database)

@@ -208,7 +208,7 @@ def test_spec_rules_reach_the_childs_live_checks_and_alert_once(write_spec):
 
 
 def test_bad_labfolio_rules_json_warns_and_keeps_the_project_rules(monkeypatch):
-    from labfolio.run import _env_rules
+    from labfolio.live_rules import env_rules as _env_rules
 
     monkeypatch.setenv("LABFOLIO_RULES", "{not json")
     with pytest.warns(RuntimeWarning, match="ignoring \\$LABFOLIO_RULES"):
