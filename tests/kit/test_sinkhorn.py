@@ -102,3 +102,12 @@ def test_doubly_stochastic_errors_measure_row_and_column_deviation():
 def test_sinkhorn_rejects_bad_input_with_a_clear_message(logits, kwargs, message):
     with pytest.raises((ValueError, AssertionError), match=message):
         sinkhorn(logits, **kwargs)
+
+
+def test_sinkhorn_of_a_1x1_matrix_is_exactly_one_with_zero_gradient_after_any_number_of_iterations():
+    logits = torch.randn(8, 5, 1, 1, dtype=torch.float32, requires_grad=True)
+    for iters in (1, 20):
+        matrix = sinkhorn(logits, iters=iters, tau=0.7)
+        assert torch.equal(matrix, torch.ones_like(matrix))
+        (gradient,) = torch.autograd.grad(matrix.sum(), logits)
+        assert torch.equal(gradient, torch.zeros_like(gradient))

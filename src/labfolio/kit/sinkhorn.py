@@ -59,7 +59,11 @@ def sinkhorn(logits: torch.Tensor, iters: int = 20, tau: float = 1.0) -> torch.T
         # because the shift carries no gradient information.
         scaled = scaled - scaled.amax(dim=(-2, -1), keepdim=True).detach()
         matrix = scaled.exp()
-        for _ in range(iters):
+        # a positive 1×1 matrix is doubly stochastic after one normalisation (it is exactly 1, and
+        # so is every later round): mHC with one stream would otherwise unroll `iters` useless
+        # rounds per layer into every compiled graph
+        rounds = 1 if logits.shape[-1] == 1 else iters
+        for _ in range(rounds):
             matrix = matrix / matrix.sum(dim=-2, keepdim=True)
             matrix = matrix / matrix.sum(dim=-1, keepdim=True)
     return matrix
