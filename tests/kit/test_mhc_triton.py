@@ -171,7 +171,9 @@ def test_post_mix_gradients_do_not_depend_on_the_tiles_or_on_splitting_channels_
     monkeypatch.setitem(mhc_kernels.TILE_OVERRIDES, "post_mix", mhc_kernels.Tiles(2, 64, 4))
     monkeypatch.setitem(mhc_kernels.TILE_OVERRIDES, "post_mix_backward", mhc_kernels.Tiles(2, 64, 4, 3))
     tiled_out, tiled_grads = run()
-    assert torch.equal(tiled_out, out)
+    # bit-equal in the interpreter; on sm_90 the compiler contracts multiply-adds into FMAs
+    # differently for different tile shapes, which moves the last bit of some fp32 outputs
+    assert relative_error(tiled_out, out) < 1e-6
     for grad, tiled in zip(grads, tiled_grads, strict=True):
         assert relative_error(tiled, grad) < 1e-6
 
