@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .spec import PlannedRun, Spec, previous_warnings
+from .spec import PlannedRun, Spec, previous_warnings, smoke_warnings
 
 __all__ = [
     "RunOptions",
@@ -538,6 +538,8 @@ def run_spec(spec: Spec, options: RunOptions | None = None, *, display=None) -> 
     store = open_store(location)
     report = RunReport(spec, [])
     report.warnings += previous_warnings(spec, {e["name"] for e in store.experiments()})
+    if options.smoke:
+        report.warnings += smoke_warnings(spec)
     tasks = plan_tasks(spec, store, options, location)
     report.tasks = tasks
     to_run = [t for t in tasks if t.action == "run"]

@@ -46,6 +46,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "previous_warnings",
+    "smoke_warnings",
     "recipe_config_class",
     "parse_setting",
     "with_settings",
@@ -517,3 +518,22 @@ def previous_warnings(spec: Spec, known_experiments: set[str]) -> list[str]:
                 return [f"{message}; run it first: labfolio run {sibling}"]
     close = difflib.get_close_matches(spec.previous, sorted(known_experiments), n=1)
     return [message + (f" (did you mean {close[0]!r}?)" if close else "; check the name")]
+
+
+def smoke_warnings(spec: Spec) -> list[str]:
+    """A warning for each set of variants whose --smoke runs coincide: the recipe's smoke preset
+    replaced every key that tells them apart, so their smoke runs check the pipeline but not
+    those variants' own settings (e.g. a head count that does not divide the real width)."""
+    if not spec.recipe:
+        return []
+    preset = getattr(importlib.import_module(RECIPES[spec.recipe].module), "SMOKE", {})
+    twins: dict[str, list[str]] = {}
+    for planned in spec.plan(smoke=True):
+        twins.setdefault(json.dumps(planned.config, sort_keys=True, default=str), []).append(planned.variant)
+    warnings = []
+    for variants in (group for group in twins.values() if len(group) > 1):
+        replaced = sorted({key for variant in variants for key in spec.variants[variant] if key in preset})
+        warnings.append(f"with --smoke, variants {', '.join(variants)} run the same config: the recipe's "
+                        f"smoke preset replaces {', '.join(replaced) or 'what sets them apart'}, so their "
+                        "smoke runs do not exercise those settings")
+    return warnings

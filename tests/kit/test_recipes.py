@@ -234,6 +234,37 @@ def test_compile_for_training_compiles_each_block_or_the_model_on_cuda_and_nothi
         compile_for_training(fresh(), True, "layer", torch.device("cuda"))
 
 
+def test_cuda_graph_mode_marks_a_new_step_at_every_model_call_whole_or_per_block(monkeypatch):
+    # CUDA graphs overwrite their outputs on the next replay; torch needs a step mark per call
+    from labfolio.kit.models.vit import ViT, ViTConfig
+    from labfolio.kit.recipes import CudaGraphSteps, compile_for_training
+
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    images = torch.randn(2, 1, 8, 8)
+
+    def fresh():
+        torch.manual_seed(0)
+        return ViT(ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, depth=2, width=16, heads=2))
+
+    cuda = torch.device("cuda")
+    whole = compile_for_training(fresh(), True, "model", cuda, mode="reduce-overhead")
+    assert isinstance(whole, CudaGraphSteps)
+    whole.compiled = fresh()  # the eager model behind it: compiling needs a GPU
+    logits, _ = whole(images)
+    assert marks == [1] and torch.equal(logits, fresh()(images)[0])
+    per_block = compile_for_training(fresh(), True, "block", cuda, mode="reduce-overhead")
+    for block in per_block.blocks:
+        block._compiled_call_impl = None  # run the blocks eagerly on this CPU
+    per_block(images), per_block(images)
+    assert marks == [1, 1, 1]
+    plain = compile_for_training(fresh(), True, "block", cuda)
+    for block in plain.blocks:
+        block._compiled_call_impl = None
+    plain(images)
+    assert marks == [1, 1, 1]  # default mode: no CUDA graphs, no marks
+
+
 def test_classify_with_strong_augmentation_trains_reproducibly_and_logs_every_metric(store_dir):
     flags = ("--connection=mhc", "--epochs=1", "--randaugment-ops=2", "--randaugment-magnitude=9",
              "--erase-prob=0.25", "--mixup-alpha=0.8", "--cutmix-alpha=1.0", "--drop-path=0.1",

@@ -163,3 +163,16 @@ def test_bad_command_line_settings_are_refused_with_the_flag_and_a_suggestion():
         parse_setting("epochs")
     with pytest.raises(SpecError, match="distinct integers"):
         with_settings(spec, {}, seeds=[1, 1])
+
+
+def test_smoke_warns_when_the_preset_makes_variants_identical_and_names_the_replaced_keys():
+    from labfolio.spec import smoke_warnings
+
+    spec = parse_spec(RECIPE_SPEC.replace("mhc: {connection: mhc, streams: 4}",
+                                          "wide: {width: 384, heads: 6}\n  mhc: {connection: mhc, streams: 4}"),
+                      source="s.yaml")
+    (warning,) = smoke_warnings(spec)
+    assert warning.startswith("with --smoke, variants regular, wide run the same config")
+    assert "replaces heads, width" in warning
+    # variants the preset leaves apart (connection) are not reported
+    assert smoke_warnings(parse_spec(RECIPE_SPEC, source="s.yaml")) == []

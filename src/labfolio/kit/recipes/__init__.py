@@ -56,6 +56,7 @@ __all__ = [
     "grad_norm_and_clip",
     "start_run",
     "compile_for_training",
+    "CudaGraphSteps",
 ]
 
 _CONNECTION_DEFAULTS = ConnectionConfig()
@@ -402,7 +403,8 @@ def compile_for_training(
     that compile in seconds instead of minutes, at the cost of fusion across blocks; the
     recompile limit is raised so that every block gets its graphs. ``unit="model"`` compiles the
     whole forward. ``mode`` is torch.compile's (``reduce-overhead`` replays CUDA graphs, which
-    pays off for small models whose steps are bound by kernel launches). On CPU nothing is
+    pays off for small models whose steps are bound by kernel launches; each call of the model
+    then marks a new CUDA-graph step, as torch requires). On CPU nothing is
     compiled (the CPU path is the tested reference, and inductor would need a C compiler).
     """
     if mode not in COMPILE_MODES:
@@ -414,7 +416,8 @@ def compile_for_training(
     # count against the recompile limit of the same block code and would leave this model eager.
     torch._dynamo.reset()
     if unit == "model":
-        return torch.compile(model, **options)
+        compiled = torch.compile(model, **options)
+        return CudaGraphSteps(compiled) if mode == "reduce-overhead" else compiled
     if unit != "block":
         raise labfolio.ConfigError(f"compile_unit={unit!r}: use block or model")
     blocks = getattr(model, "blocks", None)
@@ -423,7 +426,30 @@ def compile_for_training(
     _allow_a_graph_per_block(blocks)
     for block in blocks:
         block.compile(**options)
+    if mode == "reduce-overhead":
+        # evaluation calls the model itself, whose compiled blocks replay CUDA graphs as well
+        model.register_forward_pre_hook(_begin_cuda_graph_step)
     return model
+
+
+def _begin_cuda_graph_step(*_: Any) -> None:
+    # CUDA graphs reuse their output memory on the next replay, and torch cannot tell on its own
+    # where one training step ends: without this mark, a block's output from the step before is
+    # read after it was overwritten ("accessing tensor output of CUDAGraphs that has been
+    # overwritten by a subsequent run"), which is how compile_mode=reduce-overhead first failed.
+    torch.compiler.cudagraph_mark_step_begin()
+
+
+class CudaGraphSteps(nn.Module):
+    """A compiled whole model that replays CUDA graphs, marking a new step at every call."""
+
+    def __init__(self, compiled: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        _begin_cuda_graph_step()
+        return self.compiled(*args, **kwargs)
 
 
 def start_run(cfg: Any, model_config: Any, **sdk_kwargs: Any) -> Any:
