@@ -244,9 +244,9 @@ def child_env(spec: Spec, planned: PlannedRun, *, gpu: str | None, threads: int 
 # --------------------------------------------------------------------------- resume
 
 
-# How often a run saves a checkpoint, and which run it resumes, do not change what it computes:
-# a spec that turns checkpoints on still matches the runs it already has.
-_RUNTIME_ONLY_KEYS = frozenset({"checkpoint_every", "resume"})
+# How often a run saves a checkpoint, which run it resumes and which steps it profiles do not
+# change what it computes: a spec that turns them on still matches the runs it already has.
+_RUNTIME_ONLY_KEYS = frozenset({"checkpoint_every", "resume", "profile_steps", "profile_start"})
 
 
 def config_matches(expected: dict[str, Any], recorded: dict[str, Any]) -> list[str]:

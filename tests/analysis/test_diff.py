@@ -56,6 +56,12 @@ def test_seeds_paths_and_run_names_are_ignored_but_still_listed():
     assert [c.key for c in diff.ignored] == ["seed", "output_dir", "data.path", "wandb_project", "run_name"]
 
 
+def test_when_a_run_checkpoints_and_which_steps_it_profiles_are_not_config_changes():
+    old = {"lr": 1, "checkpoint_every": 0, "profile_steps": 0, "profile_start": 100}
+    new = {"lr": 1, "checkpoint_every": 10, "profile_steps": 50, "profile_start": 200}
+    assert diff_configs(old, new).keys == ()
+
+
 def test_ignore_rules_are_case_insensitive_globs_on_any_part_of_the_key():
     assert is_ignored("trainer.logging.WANDB.entity")
     assert is_ignored("model.init_seed")

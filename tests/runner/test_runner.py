@@ -252,10 +252,12 @@ def test_a_killed_run_that_left_a_checkpoint_is_resumed_and_one_without_is_rerun
     assert all(t.resume_run_id is None for t in run(path, dry_run=True, rerun=True).tasks)
 
 
-def test_checkpoint_and_resume_keys_do_not_make_a_finished_run_look_changed(write_spec):
-    path = toy_spec(write_spec, body=", checkpoint_every: 0")  # recorded, as a recipe records its defaults
+def test_checkpoint_resume_and_profile_keys_do_not_make_a_finished_run_look_changed(write_spec):
+    # recorded, as a recipe records its defaults
+    path = toy_spec(write_spec, body=", checkpoint_every: 0, profile_steps: 0")
     first = run(path)
-    path.write_text(path.read_text().replace("checkpoint_every: 0", "checkpoint_every: 5"))
+    path.write_text(path.read_text().replace("checkpoint_every: 0, profile_steps: 0",
+                                             "checkpoint_every: 5, profile_steps: 20"))
     again = run(path)
     assert [t.state for t in again.tasks] == ["skipped", "skipped"]
     assert {t.run_id for t in again.tasks} == {t.run_id for t in first.tasks}

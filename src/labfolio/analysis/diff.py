@@ -63,6 +63,7 @@ DEFAULT_IGNORE: tuple[str, ...] = (
     "*dir", "*path", "output*",
     "wandb*", "run_name", "*_run_name", "run_id", "exp_name", "experiment_name",
     "checkpoint_every", "resume",  # when a run saves and which run it continues: not what it computes
+    "profile_steps", "profile_start",  # which steps it times and profiles: not what it computes
 )
 
 _MAX_VALUE_WIDTH = 60  # longer values are cut, so one changed list cannot swamp a diff line

@@ -75,6 +75,7 @@ from labfolio.kit.recipes import (
     set_lr,
     start_run,
 )
+from labfolio.kit.recipes.profiling import log_step_profile, step_profiler
 
 __all__ = ["ClassifyConfig", "SMOKE", "train", "main"]
 
@@ -146,6 +147,8 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     threads: int = 0  # torch CPU threads (0 = torch's default)
     checkpoint_every: int = 0  # epochs between resumable checkpoints in the store (0 = none)
     resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
+    profile_steps: int = 0  # time this many steps, then profile as many more (labfolio.kit.recipes.profiling)
+    profile_start: int = 100  # the first timed step: after compilation, away from an evaluation
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "eval_every", "eval_batch_size", "knn_k",
@@ -153,7 +156,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
             if getattr(self, name) < 1:
                 raise labfolio.ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "diag_every", "average_last", "crop_padding", "threads", "grad_clip",
-                     "checkpoint_every"):
+                     "checkpoint_every", "profile_steps", "profile_start"):
             if getattr(self, name) < 0:
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("randaugment_ops", "mixup_alpha", "cutmix_alpha"):
@@ -356,6 +359,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     # unless compiled into a few (compiled lazily, after compile_for_training's cache reset)
     augment_round = torch.compile(apply_round) if cfg.compile and device.type == "cuda" else apply_round
     num_classes = len(dataset.classes)
+    profiler = step_profiler(cfg.profile_steps, cfg.profile_start, total_steps, device)
 
     resume_id = resume_run_id(cfg.resume)
     state = checkpoint_to_resume(resume_id) if resume_id else None
@@ -385,6 +389,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
             for indices in epoch_batches(n_train, min(cfg.batch_size, n_train), order_generator):
                 if step >= total_steps:
                     break
+                profiler.before_step(step)
                 indices = indices.to(device, non_blocking=True)
                 inputs, targets = _training_batch(
                     cfg, tensors["train_images"][indices], tensors["train_labels"][indices], num_classes,
@@ -405,6 +410,9 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
                     ema.update(model)
                 if snapshots is not None:
                     snapshots.maybe_add(step + 1, model)
+                profile = profiler.after_step(step)
+                if profile is not None:
+                    log_step_profile(run, profile, step, out_folder / run.id, artifacts if cfg.out_dir else None)
                 # a resumed run replays from its checkpoint: skip what the killed attempt logged
                 if step % cfg.log_every == 0 and not logged_before(run, "train/loss", step):
                     loss_value = loss.detach()

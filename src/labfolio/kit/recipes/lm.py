@@ -58,6 +58,7 @@ from labfolio.kit.recipes import (
     set_lr,
     start_run,
 )
+from labfolio.kit.recipes.profiling import log_step_profile, step_profiler
 
 __all__ = ["LMConfig", "SMOKE", "train", "main", "smoke_text_path"]
 
@@ -108,13 +109,16 @@ class LMConfig(ConnectionFields, TrackingFields):
     threads: int = 0  # torch CPU threads (0 = torch's default)
     checkpoint_every: int = 0  # steps between resumable checkpoints in the store (0 = none)
     resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
+    profile_steps: int = 0  # time this many steps, then profile as many more (labfolio.kit.recipes.profiling)
+    profile_start: int = 100  # the first timed step: after compilation, away from an evaluation
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "block_size", "log_every", "eval_every", "eval_batches",
                      "average_every", "depth", "width", "heads"):
             if getattr(self, name) < 1:
                 raise labfolio.ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("diag_every", "average_last", "threads", "grad_clip", "checkpoint_every"):
+        for name in ("diag_every", "average_last", "threads", "grad_clip", "checkpoint_every", "profile_steps",
+                     "profile_start"):
             if getattr(self, name) < 0:
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -189,6 +193,7 @@ def train(cfg: LMConfig) -> RecipeResult:
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
     step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
     tokens_per_step = cfg.batch_size * cfg.block_size
+    profiler = step_profiler(cfg.profile_steps, cfg.profile_start, cfg.steps, device)
 
     resume_id = resume_run_id(cfg.resume)
     state = checkpoint_to_resume(resume_id) if resume_id else None
@@ -212,6 +217,7 @@ def train(cfg: LMConfig) -> RecipeResult:
         started = interval_start = time.perf_counter()
         interval_steps = 0
         for step in range(start_step, cfg.steps):
+            profiler.before_step(step)
             inputs, targets = train_batches.next()
             lr = schedule(step)
             set_lr(optimizer, lr)
@@ -226,6 +232,9 @@ def train(cfg: LMConfig) -> RecipeResult:
                 ema.update(model)
             if snapshots is not None:
                 snapshots.maybe_add(step + 1, model)
+            profile = profiler.after_step(step)
+            if profile is not None:
+                log_step_profile(run, profile, step)
             # a resumed run replays from its checkpoint: skip what the killed attempt logged
             if step % cfg.log_every == 0 and not logged_before(run, "train/loss", step):
                 if device.type == "cuda":
