@@ -96,6 +96,7 @@ class Task:
     last_step: int | None = None
     resume_run_id: str | None = None  # a killed run this task continues from its checkpoint
     key_value: float | None = None
+    steps_per_s: float | None = None  # the run's logged steps over their time span
     progress: float | None = None  # 0..1 when the run's length is known
     output_tail: str = ""
 
@@ -448,6 +449,7 @@ class _Monitor:
 
     def _update(self, task: Task, record) -> None:
         task.last_step = record.last_step
+        task.steps_per_s = record.throughput.get("steps_per_s")
         if self.key_metric and self.key_metric in record.summary:
             value = record.summary[self.key_metric].value
             task.key_value = value if isinstance(value, (int, float)) else None

@@ -115,6 +115,8 @@ class PlainDisplay:
         line = f"  {mark} {task.label} {task.state} in {took}"
         if task.key_value is not None and self.key_metric:
             line += f" · {self.key_metric} {_value(task.key_value)}"
+        if task.steps_per_s:  # the speed stays on the console even if the store is lost
+            line += f" · {task.steps_per_s:.3g} steps/s"
         if task.run_id:
             line += f" · run {task.run_id}"
         if task.reason and task.state != "finished":

@@ -261,3 +261,12 @@ def test_checkpoint_resume_and_profile_keys_do_not_make_a_finished_run_look_chan
     again = run(path)
     assert [t.state for t in again.tasks] == ["skipped", "skipped"]
     assert {t.run_id for t in again.tasks} == {t.run_id for t in first.tasks}
+
+
+def test_the_finished_line_gives_each_runs_speed_so_it_outlives_a_lost_store(write_spec, capsys):
+    report = run(toy_spec(write_spec))
+    out = capsys.readouterr().out
+    for task in report.tasks:
+        assert task.steps_per_s and task.steps_per_s > 0
+        line = next(text for text in out.splitlines() if f"{task.label} finished in" in text)
+        assert f" · {task.steps_per_s:.3g} steps/s · run {task.run_id}" in line
