@@ -267,6 +267,15 @@ def test_mhc_impl_picks_the_path(monkeypatch, impl, device_type, fast):
     assert bool(calls) is fast
 
 
+@pytest.mark.parametrize(("impl", "streams", "device_type", "fast"), [
+    ("auto", 4, "cuda", True), ("auto", 1, "cuda", False), ("auto", 4, "cpu", False),
+    ("fast", 1, "cuda", True), ("triton", 1, "cuda", True), ("eager", 4, "cuda", False),
+])
+def test_auto_takes_the_fast_paths_on_cuda_except_with_one_stream(impl, streams, device_type, fast):
+    module = ManifoldHyperConnection(mhc_config(mhc_impl=impl, streams=streams), WIDTH, 0)
+    assert module.runs_fast_path(device_type) is fast
+
+
 def test_unknown_mhc_impl_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match="mhc_impl must be one of"):
         ConnectionConfig(connection="mhc", mhc_impl="kernels")

@@ -100,7 +100,8 @@ class ConnectionConfig:
     # mhc: "eager" is the readable reference; "fast" (labfolio.kit.mhc_fused) computes the same
     # layer with bf16 streams under autocast and less saved state; "triton" is the fast path with
     # Triton kernels (labfolio.kit.mhc_triton) where they can run, the torch fast path elsewhere;
-    # "auto" = triton on CUDA (the torch fast path there if triton is missing), eager on CPU.
+    # "auto" = triton on CUDA (the torch fast path there if triton is missing), eager on CPU and
+    # with one stream (where the compiled reference was the faster path).
     # Eager stays the default until the fast paths' GPU comparison has been run and recorded.
     mhc_impl: Literal["eager", "fast", "triton", "auto"] = "eager"
 

@@ -33,7 +33,7 @@ copies, Sinkhorn recomputed in backward); tests hold the two to the same outputs
 ``mhc_impl="triton"`` is the fast path with its mixing, coefficients and Sinkhorn in Triton
 kernels (``labfolio.kit.mhc_triton``) wherever they can run (CUDA, or under TRITON_INTERPRET=1),
 and the plain-torch fast path elsewhere; ``"auto"`` is triton on CUDA when triton imports, the
-torch fast path on CUDA without it, and the reference on CPU.
+torch fast path on CUDA without it, and the reference on CPU and with one stream.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class ManifoldHyperConnection(nn.Module):
         # Resolved once here, not in forward, so that compiled graphs see a constant. False: the
         # torch fast path does everything (triton missing, or not asked for).
         self.kernels_available = False
-        if self.impl == "triton" or (self.impl == "auto" and torch.cuda.is_available()):
+        if self.impl == "triton" or (self.impl == "auto" and num_streams > 1 and torch.cuda.is_available()):
             self.kernels_available = kernels_importable()
             if not self.kernels_available and self.impl == "triton":
                 warnings.warn(
@@ -119,6 +119,16 @@ class ManifoldHyperConnection(nn.Module):
                     RuntimeWarning,
                     stacklevel=3,
                 )
+
+    def runs_fast_path(self, device_type: str) -> bool:
+        """Whether forward on this device takes a fast path (torch or Triton) instead of the reference."""
+        if self.impl in ("fast", "triton"):
+            return True
+        # auto: the fast paths on CUDA, but not with one stream, where the reference is a residual
+        # add with two scalar gains that torch.compile fuses whole: in the reference study's ViT
+        # it ran faster than the kernels (400 s against 487 s per 50-epoch run, residual 311 s,
+        # 8 runs sharing an H200)
+        return self.impl == "auto" and device_type == "cuda" and self.num_streams > 1
 
     def uses_kernels(self, streams: torch.Tensor) -> bool:
         """Whether forward on this state runs the Triton kernels (else the torch fast path or the reference)."""
@@ -158,7 +168,7 @@ class ManifoldHyperConnection(nn.Module):
         # The fast path may hand on a PendingStreams (a stored state plus mixes it rebuilds in
         # backward); the reference always works on, and returns, the plain tensor.
         base = _base(streams)
-        if self.impl in ("fast", "triton") or (self.impl == "auto" and base.device.type == "cuda"):
+        if self.runs_fast_path(base.device.type):
             shape = base.shape
             assert len(shape) == 4 and shape[2] == self.num_streams, (
                 f"mhc expects streams (B, T, {self.num_streams}, C), got {tuple(shape)}; "
