@@ -447,6 +447,20 @@ def test_mhc_impl_triton_runs_the_kernels_where_they_apply(monkeypatch, impl, dt
     assert sorted(set(calls)) == sorted(expected)
 
 
+def test_backward_reruns_the_pre_kernel_only_for_a_state_it_rebuilds(monkeypatch):
+    # a segment's first connection reads the stored state, which backward keeps anyway: its pre
+    # kernel runs once; the second reads a state rebuilt from the first's mix, so its checkpoint
+    # runs the pre kernel again in backward instead of keeping that state
+    calls = _kernel_calls(monkeypatch)
+    module = ManifoldHyperConnection(mhc_config(mhc_impl="triton", sinkhorn_iters=ITERS), WIDTH, 0).to(DEVICE)
+    state = leaf(randn(1, 3, 4, WIDTH, seed=0))
+    for _ in range(mhc_fused.RECOMPUTE_SEGMENT):
+        state = module(state, lambda x: 2 * x)
+    assert calls.count("pre_branch") == mhc_fused.RECOMPUTE_SEGMENT
+    materialize(state).sum().backward()
+    assert calls.count("pre_branch") == 2 * mhc_fused.RECOMPUTE_SEGMENT - 1
+
+
 def test_a_model_running_the_kernels_deep_copies():
     # EMA and checkpoint averaging copy whole models; the layer must hold nothing uncopyable.
     module = ManifoldHyperConnection(mhc_config(mhc_impl="triton"), WIDTH, 0)

@@ -24,9 +24,9 @@ parameters and init, but:
   output F_l, needed for H_post's gradient, is n times smaller than a state). So a connection
   hands on a ``PendingStreams``: the last stored state plus the mixes not yet applied to it, and
   only every ``RECOMPUTE_SEGMENT``-th connection stores a state. Everything a connection derives
-  from its state (coefficients, Sinkhorn, branch input) runs inside one activation checkpoint
-  whose inputs are that stored state and the pending mixes, so no other state is kept for
-  backward. Models never look inside the state they pass between blocks; ``StreamAdapter.reduce``
+  from a rebuilt state (coefficients, Sinkhorn, branch input) runs inside one activation
+  checkpoint whose inputs are the stored state and the pending mixes, so no other state is kept
+  for backward; a connection that reads the stored state itself needs no checkpoint. Models never look inside the state they pass between blocks; ``StreamAdapter.reduce``
   materialises it at the end.
 
 Everything here is plain torch: it runs on CPU, where the tests compare it with the reference,
@@ -320,8 +320,11 @@ def fast_mhc_forward(
         base, mixes, storage = state, (), stream_storage_dtype(state)
     batch, seq, _, width = base.shape
     flat_mixes = _flatten(mixes)
-    if torch.is_grad_enabled():
-        # Only the checkpoint's inputs (the stored state, the pending mixes) are kept for backward.
+    if torch.is_grad_enabled() and flat_mixes:
+        # Only the checkpoint's inputs (the stored state, the pending mixes) are kept for backward:
+        # the state rebuilt from them is not. With no pending mix the state is the stored base,
+        # which backward keeps anyway, and the ops save only it and coefficient-sized tensors, so
+        # a checkpoint would only run them (the pre-branch kernel included) twice.
         h_pre, h_res, h_post, branch_input = checkpoint(
             _coefficients_and_branch_input, module, base, storage, use_kernels, *flat_mixes, use_reentrant=False
         )
