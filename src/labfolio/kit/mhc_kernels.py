@@ -51,13 +51,18 @@ X₁ is rebuilt, X₂ is the next block's X₀), n = 4, in S per token:
                 + attention checkpoint: recompute 2, pre_backward 3, φ 1
                 + two adds of the three dX₀ contributions 6                                   = 35.25
       total 46 S per block
-    now (the segment's two mixes are one pair op, not checkpointed: it saves only its inputs)
+    then (the segment's two mixes are one pair op, not checkpointed: it saves only its inputs)
       forward   2 + 4.25 + pair X₀→X₂ 2.5                                                  = 8.75
       backward  pair backward 4 + 11.75 (mlp checkpoint) + 6 (attention) + 6 (adds)         = 27.75
       total 36.5 S per block (−21 %), and half the φ re-reads
+    now (the attention connection reads the stored X₀, which backward keeps anyway, so it has
+    no checkpoint and its pre kernel is not rerun)
+      forward   8.75
+      backward  4 + 11.75 (mlp checkpoint) + 4 (attention: pre_backward 3, φ 1) + 6 (adds)  = 25.75
+      total 34.5 S per block (−25 %)
 
-What still moves more than it must (≈ 20 S per block would need the rest): the checkpoints
-recompute the pre kernel only to regain (N, 2n + n²) projections and 1/RMS (4 S); X₁ is rebuilt
+What still moves more than it must (≈ 20 S per block would need the rest): the mlp checkpoint
+recomputes the pre kernel only to regain (N, 2n + n²) projections and 1/RMS (2 S); X₁ is rebuilt
 twice, in forward and in the mlp checkpoint's recompute, and A's mix is differentiated twice, once
 inside the pair and once in the mlp checkpoint (3.5 S); and X₀'s three gradient contributions
 (pair, mlp checkpoint, attention checkpoint) are added by autograd (6 S) instead of by the last
