@@ -395,6 +395,7 @@ def _tail(path: Path | None, lines: int = 15) -> str:
 
 def _record_experiment(store, spec: Spec) -> None:
     """The experiment, its lineage, variants and baseline; hypothesis and rules only where a human left them empty."""
+    from .notebook.results import HEADLINE_METRICS_FIELD
     from .store import Batch
 
     events: list[dict] = [{"type": "experiment", "project": spec_project(spec), "name": spec.experiment,
@@ -404,6 +405,12 @@ def _record_experiment(store, spec: Spec) -> None:
     if spec.hypothesis and not (notes.get("hypothesis") or "").strip():
         events.append({"type": "note", "scope": "experiment", "owner": spec.experiment,
                        "field": "hypothesis", "value": spec.hypothesis.strip()})
+    # the spec's headline metrics head the notes' results tables too (the spec is their source,
+    # so it replaces what an earlier version of the spec recorded)
+    declared = "\n".join(spec.metrics)
+    if declared != (notes.get(HEADLINE_METRICS_FIELD) or ""):
+        events.append({"type": "note", "scope": "experiment", "owner": spec.experiment,
+                       "field": HEADLINE_METRICS_FIELD, "value": declared})
     if spec.rules and not (notes.get("rules") or "").strip():
         from .analysis import format_metrics_table
 

@@ -50,3 +50,30 @@ def test_the_results_table_is_the_same_whether_its_results_were_computed_or_read
     second = note.read_text(encoding="utf-8")
     assert "mhc looks better." in second
     assert table(second) == table(first)
+
+
+def test_the_results_tables_show_the_metrics_the_spec_named_in_its_order_and_only_those_logged(tmp_path):
+    from labfolio.notebook.results import HEADLINE_METRICS_FIELD
+    from labfolio.store import Batch
+
+    store = open_store()
+    for seed in range(2):
+        add_run(store, f"base_s{seed}", experiment="e", variant="baseline", seed=seed,
+                config={"lr": 0.1, "seed": seed}, start=T0 + seed, acc=0.7,
+                extra_summary={"test/loss": 0.9, "speed/ms_per_step": 12.5})
+    vault = tmp_path / "vault"
+    note = vault / "experiments" / "e" / "experiment.md"
+    variant_note = vault / "experiments" / "e" / "variants" / "baseline.md"
+
+    def header(path, first_cell):
+        return next(line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith(first_cell))
+
+    write_vault(store, vault, plots=False, root=tmp_path)
+    # without a spec's list: the evaluation metrics, alphabetically, never the bookkeeping
+    assert header(note, "| Variant |") == "| Variant | Runs | test/acc | test/loss |"
+    store.write_batch(Batch(events=[{"type": "note", "scope": "experiment", "owner": "e",
+                                     "field": HEADLINE_METRICS_FIELD,
+                                     "value": "speed/ms_per_step\nval/never_logged\ntest/acc"}]))
+    write_vault(store, vault, plots=False, root=tmp_path)
+    assert header(note, "| Variant |") == "| Variant | Runs | speed/ms_per_step | test/acc |"
+    assert header(variant_note, "| Run |").endswith("| speed/ms_per_step | test/acc |")

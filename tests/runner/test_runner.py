@@ -270,3 +270,17 @@ def test_the_finished_line_gives_each_runs_speed_so_it_outlives_a_lost_store(wri
         assert task.steps_per_s and task.steps_per_s > 0
         line = next(text for text in out.splitlines() if f"{task.label} finished in" in text)
         assert f" · {task.steps_per_s:.3g} steps/s · run {task.run_id}" in line
+
+
+def test_the_specs_metrics_are_recorded_for_the_notes_and_follow_the_spec(write_spec):
+    from labfolio.notebook.results import HEADLINE_METRICS_FIELD
+
+    path = toy_spec(write_spec)
+    text = path.read_text()
+    path.write_text(text.replace("seeds:", "metrics: [train/loss, lr]\nseeds:"))
+    run(path, dry_run=False)
+    notes = labfolio.open_store().note_fields("experiment", "toy")
+    assert notes[HEADLINE_METRICS_FIELD] == "train/loss\nlr"
+    path.write_text(text)  # the list removed from the spec: the notes go back to their own choice
+    run(path)
+    assert labfolio.open_store().note_fields("experiment", "toy")[HEADLINE_METRICS_FIELD] == ""

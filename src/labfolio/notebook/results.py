@@ -28,6 +28,8 @@ __all__ = [
     "RESULTS_FORMAT_VERSION",
     "ResultsCache",
     "key_metrics",
+    "experiment_metrics",
+    "HEADLINE_METRICS_FIELD",
     "run_views",
     "propose_run_status",
     "as_analysis_alerts",
@@ -101,6 +103,20 @@ def key_metrics(runs: Sequence[RunRecord]) -> list[str]:
     chosen = list(imported)[:_MAX_IMPORTED_METRICS]
     chosen += [key for key in tracked if key not in imported][:_MAX_KEY_METRICS]
     return chosen
+
+
+# An experiment note field: the spec's `metrics:`, one per line (labfolio run records it).
+HEADLINE_METRICS_FIELD = "headline_metrics"
+
+
+def experiment_metrics(exp: ExperimentInfo, runs: Sequence[RunRecord] | None = None) -> list[str]:
+    """The metrics an experiment's tables show for `runs` (default: all of its runs): the metrics
+    its spec named (those the runs logged, in the spec's order), else ``key_metrics``."""
+    runs = exp.runs if runs is None else runs
+    declared = [line.strip() for line in (exp.notes.get(HEADLINE_METRICS_FIELD) or "").splitlines()]
+    logged = {key for run in runs for key in run.summary}
+    chosen = [key for key in dict.fromkeys(declared) if key and key in logged]
+    return chosen or key_metrics(runs)
 
 
 # -- statuses ----------------------------------------------------------------------------------
@@ -257,7 +273,7 @@ def results_key(exp: ExperimentInfo, proposals: Mapping[str, Any]) -> tuple[str,
     from .fingerprint import _digest, code_fingerprint
 
     runs = exp.runs
-    metrics = key_metrics(runs)
+    metrics = experiment_metrics(exp)
     baseline = exp.baseline if exp.baseline in {r.variant for r in runs} else None
     inputs = [RESULTS_FORMAT_VERSION, code_fingerprint(), exp.name, baseline, metrics, exp.variants]
     for run in runs:

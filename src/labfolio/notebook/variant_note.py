@@ -14,7 +14,7 @@ from .context import Context
 from .experiment_note import config_block, json_text
 from ..analysis.alerts import format_step
 from .mdtext import format_date, format_datetime, format_number_text, render_table
-from .results import key_metrics, status_label, values_as_written
+from .results import experiment_metrics, key_metrics, status_label, values_as_written
 from .sections import FRONTMATTER_FIELD, Layout, Slot, render_note, with_human_frontmatter
 from .snapshot import ExperimentInfo, imported_cells, is_imported, run_git, run_speed
 
@@ -121,7 +121,7 @@ def _runs_lines(ctx: Context, exp: ExperimentInfo, variant: str) -> list[str]:
     runs = exp.runs_of(variant)
     if not runs:
         return ["No runs yet."]
-    metrics = key_metrics(runs)
+    metrics = experiment_metrics(exp, runs)
     header = ["Run", "Seed", "State", "Status", "Started", "Steps", "Speed (steps/s)", "Git", "Machine", *metrics]
     if ctx.snapshot.base_url:
         header.insert(1, "Link")

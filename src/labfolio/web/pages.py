@@ -115,7 +115,7 @@ def experiment_page(store, name: str, root: Path | None = None) -> dict:
     from ..notebook.context import build_context
     from ..notebook.experiment_note import render_experiment_note, rules_lines
     from ..notebook.mdtext import split_frontmatter
-    from ..notebook.results import ResultsCache, experiment_status, key_metrics, run_views, status_label
+    from ..notebook.results import ResultsCache, experiment_metrics, experiment_status, run_views, status_label
     from .safety import render_markdown
 
     snapshot, exp, followers = _experiment_snapshot(store, name)
@@ -126,7 +126,7 @@ def experiment_page(store, name: str, root: Path | None = None) -> dict:
     ctx = build_context(snapshot, ResultsCache(None), rules)
     _, note_body, _ = split_frontmatter(render_experiment_note(ctx, exp))
     link = lambda target, label: _wikilink_target(snapshot, target)  # noqa: E731
-    metrics = key_metrics(exp.runs)
+    metrics = experiment_metrics(exp)
     baseline = exp.baseline if exp.baseline in {r.variant for r in exp.runs} else None
     report = seed_statistics(run_views(exp.runs, ctx.proposals), metrics,
                              baselines={exp.name: baseline} if baseline else None) if exp.runs else None
