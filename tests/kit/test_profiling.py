@@ -8,27 +8,15 @@ import labfolio  # noqa: E402
 from labfolio.kit.recipes import classify, lm, parse_config  # noqa: E402
 from labfolio.kit.recipes.profiling import StepProfiler  # noqa: E402
 
+from .conftest import stored_run  # noqa: E402
+
 PROFILE_KEYS = {"profile/wall_ms_per_step", "profile/device_ms_per_step", "profile/device_busy",
                 "profile/device_ops_per_step"}
 
 
-@pytest.fixture()
-def store_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "store"
-    monkeypatch.setenv("LABFOLIO_DIR", str(folder))
-    for name in ("LABFOLIO_STORE", "LABFOLIO_CONFIG", "LABFOLIO_SEED", "LABFOLIO_MODE",
-                 "LABFOLIO_EXPERIMENT", "LABFOLIO_VARIANT"):
-        monkeypatch.delenv(name, raising=False)
-    torch.set_num_threads(1)
-    return folder
-
-
 def stored(store_dir, run_id):
-    store = labfolio.open_store(str(store_dir))
-    try:
-        return store.history(run_id), store.artifacts(run_id)
-    finally:
-        store.close()
+    _, history, artifacts = stored_run(store_dir, run_id)
+    return history, artifacts
 
 
 def smoke_classify(*flags):

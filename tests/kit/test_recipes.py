@@ -11,7 +11,9 @@ torch = pytest.importorskip("torch")
 
 import labfolio  # noqa: E402
 from labfolio.kit.connections import ConnectionConfig  # noqa: E402
-from labfolio.kit.recipes import ConnectionFields, RecipeResult, classify, connection_config, lm, parse_config  # noqa: E402  # noqa: E402
+from labfolio.kit.recipes import ConnectionFields, RecipeResult, classify, connection_config, lm, parse_config  # noqa: E402
+
+from .conftest import stored_run  # noqa: E402
 
 CLASSIFY_KEYS = {"train/loss", "lr", "grad_norm", "epoch", "test/loss", "test/acc", "test/knn_acc",
                  "test/silhouette", "test/eff_rank"}
@@ -22,15 +24,6 @@ MHC_DIAGNOSTICS = {"diag/H_res_diag_mean", "diag/sinkhorn_row_err", "diag/sinkho
 WALL_CLOCK_KEYS = {"tokens_per_s"}  # measured time, so never bitwise reproducible
 
 
-@pytest.fixture()
-def store_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "store"
-    monkeypatch.setenv("LABFOLIO_DIR", str(folder))
-    for name in ("LABFOLIO_STORE", "LABFOLIO_CONFIG", "LABFOLIO_SEED", "LABFOLIO_MODE",
-                 "LABFOLIO_EXPERIMENT", "LABFOLIO_VARIANT"):
-        monkeypatch.delenv(name, raising=False)
-    torch.set_num_threads(1)
-    return folder
 
 
 def smoke_classify(*flags):
@@ -43,11 +36,7 @@ def smoke_lm(*flags):
 
 
 def stored(store_dir, run_id):
-    store = labfolio.open_store(str(store_dir))
-    try:
-        return store.get_run(run_id), store.history(run_id), store.artifacts(run_id)
-    finally:
-        store.close()
+    return stored_run(store_dir, run_id)
 
 
 @pytest.mark.parametrize("connection", ["residual", "mhc"])
