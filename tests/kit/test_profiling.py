@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 
 import labfolio  # noqa: E402
 from labfolio.kit.recipes import classify, lm, parse_config  # noqa: E402
-from labfolio.kit.recipes.profiling import StepProfiler  # noqa: E402
+from labfolio.kit.recipes.profiling import StepProfiler, device_time_and_ops  # noqa: E402
 
 from .conftest import stored_run  # noqa: E402
 
@@ -74,3 +74,18 @@ def test_negative_profile_settings_are_refused_with_their_names():
         smoke_classify("--profile-steps=-1")
     with pytest.raises(labfolio.ConfigError, match="profile_start must be >= 0"):
         smoke_lm("--profile-start=-5")
+
+
+def test_device_time_counts_each_kernel_once_not_again_through_the_operator_that_launched_it():
+    from types import SimpleNamespace
+
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+    averages = [
+        # aten::mm on the host, carrying its kernel's 300 us, and the kernel itself
+        SimpleNamespace(device_type=cpu, self_device_time_total=300.0, count=10, is_user_annotation=False),
+        SimpleNamespace(device_type=cuda, self_device_time_total=300.0, count=10, is_user_annotation=False),
+        SimpleNamespace(device_type=cuda, self_device_time_total=50.0, count=5, is_user_annotation=False),
+        # a record_function range shown on the device timeline
+        SimpleNamespace(device_type=cuda, self_device_time_total=350.0, count=1, is_user_annotation=True),
+    ]
+    assert device_time_and_ops(averages) == (0.35, 15)

@@ -26,8 +26,9 @@ parameters and init, but:
   only every ``RECOMPUTE_SEGMENT``-th connection stores a state. Everything a connection derives
   from a rebuilt state (coefficients, Sinkhorn, branch input) runs inside one activation
   checkpoint whose inputs are the stored state and the pending mixes, so no other state is kept
-  for backward; a connection that reads the stored state itself needs no checkpoint. Models never look inside the state they pass between blocks; ``StreamAdapter.reduce``
-  materialises it at the end.
+  for backward; a connection that reads the stored state itself needs no checkpoint. Models
+  never look inside the state they pass between blocks; ``StreamAdapter.reduce`` materialises
+  it at the end.
 
 Everything here is plain torch: it runs on CPU, where the tests compare it with the reference,
 and under ``torch.compile`` every step between the two matmuls is pointwise or a reduction over

@@ -28,7 +28,7 @@ import torch
 
 import labfolio
 
-__all__ = ["StepProfile", "StepProfiler", "log_step_profile", "step_profiler"]
+__all__ = ["StepProfile", "StepProfiler", "device_time_and_ops", "log_step_profile", "step_profiler"]
 
 _TOP_OPERATORS = 15
 
@@ -91,22 +91,33 @@ class StepProfiler:
 
     def _summary(self, profiler: torch.profiler.profile) -> StepProfile:
         averages = profiler.key_averages()
-        device_events = [e for e in averages if e.device_type != torch.autograd.DeviceType.CPU]
-        device_ms = sum(e.self_device_time_total for e in averages) / 1000 / self.steps
+        device_ms, device_ops = device_time_and_ops(averages)
+        device_ms, device_ops = device_ms / self.steps, device_ops / self.steps
         wall_ms = self._wall_ms_per_step or 0.0
         metrics = {
             "profile/wall_ms_per_step": wall_ms,
             "profile/device_ms_per_step": device_ms,
             "profile/device_busy": device_ms / wall_ms if wall_ms > 0 else 0.0,
-            "profile/device_ops_per_step": sum(e.count for e in device_events) / self.steps,
+            "profile/device_ops_per_step": device_ops,
         }
         tables = []
-        if device_events:
+        if device_ops:
             tables.append(f"Top operators by device time ({self.steps} steps):\n"
                           + averages.table(sort_by="self_device_time_total", row_limit=_TOP_OPERATORS))
         tables.append(f"Top operators by host time ({self.steps} steps):\n"
                       + averages.table(sort_by="self_cpu_time_total", row_limit=_TOP_OPERATORS))
         return StepProfile(metrics, "\n\n".join(tables))
+
+
+def device_time_and_ops(averages) -> tuple[float, int]:
+    """(ms, count) of the device's own events (kernels, copies) in torch.profiler's averages.
+
+    Counted as torch's "Self CUDA time total" counts them: CPU operators carry the device time of
+    the kernels they launched as well, so summing over every entry would count each kernel twice.
+    """
+    device = [e for e in averages if e.device_type != torch.autograd.DeviceType.CPU
+              and not getattr(e, "is_user_annotation", False)]
+    return sum(e.self_device_time_total for e in device) / 1000, sum(e.count for e in device)
 
 
 def step_profiler(steps: int, start: int, total_steps: int, device: torch.device) -> StepProfiler:
