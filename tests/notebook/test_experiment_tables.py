@@ -77,3 +77,14 @@ def test_the_results_tables_show_the_metrics_the_spec_named_in_its_order_and_onl
     write_vault(store, vault, plots=False, root=tmp_path)
     assert header(note, "| Variant |") == "| Variant | Runs | speed/ms_per_step | test/acc |"
     assert header(variant_note, "| Run |").endswith("| speed/ms_per_step | test/acc |")
+
+
+def test_the_master_logs_architecture_cell_names_a_vits_patch_size(tmp_path):
+    store = open_store()
+    for patch in (4, 2):
+        add_run(store, f"p{patch}_s0", experiment="e", variant=f"patch_{patch}", seed=0,
+                config={"connection": "residual", "depth": 6, "width": 192, "streams": 1, "patch_size": patch,
+                        "seed": 0}, start=T0 + patch, acc=0.7)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Master Experiment Log.md").read_text(encoding="utf-8")
+    assert "| residual L6 H192 P4 S1 |" in log and "| residual L6 H192 P2 S1 |" in log

@@ -95,6 +95,8 @@ def _architecture(run) -> str:
     arch = config_lookup(run.config, ("architecture", "arch", "model.name", "model", "model_type", "connection"))
     dims = [f"{label}{value}" for label, names in (("L", ("n_layer", "n_layers", "num_layers", "depth", "model.n_layer")),
                                                    ("H", ("d_model", "n_embd", "hidden_size", "width", "model.d_model")),
+                                                   # a ViT's patch size sets its token count as much as width does
+                                                   ("P", ("patch_size", "model.patch_size")),
                                                    ("S", ("streams", "n_streams", "num_streams")))
             if (value := config_lookup(run.config, names)) is not None]
     text = " ".join(str(part) for part in ([arch] if arch is not None else []) + dims)
