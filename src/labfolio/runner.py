@@ -178,12 +178,17 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 def child_argv(spec: Spec, planned: PlannedRun, *, smoke: bool, python: str | None = None) -> list[str]:
     """The child's command line.
 
-    A recipe reads its config from $LABFOLIO_CONFIG and gets only ``--smoke``: flags would win over
-    the smoke preset and undo it. A command also gets every value as ``--key=value`` (nested keys
-    dotted), since a plain script more often parses flags than JSON."""
+    A recipe reads its config from $LABFOLIO_CONFIG and gets only ``--smoke``, plus the spec's
+    ``smoke:`` values for keys the recipe's preset also sets, as flags: flags win over the preset,
+    so all of the config as flags would undo it, and those values in the JSON alone would be
+    undone by it. A command also gets every value as ``--key=value`` (nested keys dotted), since a
+    plain script more often parses flags than JSON."""
     python = python or sys.executable
     if spec.recipe:
-        return [python, "-m", spec.recipe_info.module, *(["--smoke"] if smoke else [])]
+        if not smoke:
+            return [python, "-m", spec.recipe_info.module]
+        return [python, "-m", spec.recipe_info.module, "--smoke",
+                *[f"--{key}={_flag_value(value)}" for key, value in _flatten(spec.smoke_over_preset())]]
     argv = list(spec.command)
     # "python" in a spec means the interpreter labfolio runs in (its venv), not whatever is on PATH
     if argv[0] in ("python", "python3"):

@@ -156,7 +156,18 @@ class Spec:
             module = importlib.import_module(RECIPES[self.recipe].module)
             preset = {k: v for k, v in getattr(module, "SMOKE", {}).items()}
             cfg = config_from_mapping(cls, preset, "the recipe's --smoke preset", base=cfg)
+            cfg = config_from_mapping(cls, self.smoke_over_preset(), f"{self.path or 'spec'}: smoke", base=cfg)
         return dataclasses.asdict(cfg)
+
+    def smoke_over_preset(self) -> dict[str, Any]:
+        """The spec's ``smoke:`` values for keys the recipe's smoke preset also sets: they win over
+        the preset (the child gets them as flags after ``--smoke``). The others reach the child in
+        its config file, under the preset, so that a preset that reads them (the lm recipe takes
+        its own text file when ``text`` is "") still can."""
+        if not self.recipe:
+            return {}
+        preset = getattr(importlib.import_module(RECIPES[self.recipe].module), "SMOKE", {})
+        return {key: value for key, value in self.smoke.items() if key in preset}
 
     def plan(self, *, smoke: bool = False) -> list[PlannedRun]:
         """Variants × seeds, variant-major (so the first seeds of every variant finish first)."""
@@ -532,7 +543,8 @@ def smoke_warnings(spec: Spec) -> list[str]:
         twins.setdefault(json.dumps(planned.config, sort_keys=True, default=str), []).append(planned.variant)
     warnings = []
     for variants in (group for group in twins.values() if len(group) > 1):
-        replaced = sorted({key for variant in variants for key in spec.variants[variant] if key in preset})
+        replaced = sorted({key for variant in variants for key in spec.variants[variant]
+                           if key in preset and key not in spec.smoke_over_preset()})
         warnings.append(f"with --smoke, variants {', '.join(variants)} run the same config: the recipe's "
                         f"smoke preset replaces {', '.join(replaced) or 'what sets them apart'}, so their "
                         "smoke runs do not exercise those settings")

@@ -176,3 +176,16 @@ def test_smoke_warns_when_the_preset_makes_variants_identical_and_names_the_repl
     assert "replaces heads, width" in warning
     # variants the preset leaves apart (connection) are not reported
     assert smoke_warnings(parse_spec(RECIPE_SPEC, source="s.yaml")) == []
+
+
+def test_the_specs_smoke_values_win_over_the_recipes_smoke_preset():
+    from labfolio.runner import child_argv
+
+    spec = parse_spec(RECIPE_SPEC.replace("seeds: [0, 1]", "seeds: [0, 1]\nsmoke: {width: 48, heads: 4}"),
+                      source="s.yaml")
+    planned = spec.plan(smoke=True)
+    assert all(p.config["width"] == 48 and p.config["heads"] == 4 for p in planned)
+    assert planned[0].config["epochs"] == 3  # the rest of the preset still applies
+    # the child gets them as flags after --smoke, which is what makes them win there too
+    assert child_argv(spec, planned[0], smoke=True, python="py")[-3:] == ["--smoke", "--width=48", "--heads=4"]
+    assert child_argv(spec, planned[0], smoke=False, python="py")[-1] != "--smoke"
