@@ -538,13 +538,14 @@ def smoke_warnings(spec: Spec) -> list[str]:
     if not spec.recipe:
         return []
     preset = getattr(importlib.import_module(RECIPES[spec.recipe].module), "SMOKE", {})
+    kept = spec.smoke_over_preset()  # the spec's own smoke values, which win over the preset
     twins: dict[str, list[str]] = {}
     for planned in spec.plan(smoke=True):
         twins.setdefault(json.dumps(planned.config, sort_keys=True, default=str), []).append(planned.variant)
     warnings = []
     for variants in (group for group in twins.values() if len(group) > 1):
         replaced = sorted({key for variant in variants for key in spec.variants[variant]
-                           if key in preset and key not in spec.smoke_over_preset()})
+                           if key in preset and key not in kept})
         warnings.append(f"with --smoke, variants {', '.join(variants)} run the same config: the recipe's "
                         f"smoke preset replaces {', '.join(replaced) or 'what sets them apart'}, so their "
                         "smoke runs do not exercise those settings")

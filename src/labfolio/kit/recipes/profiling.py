@@ -18,6 +18,7 @@ run and change nothing it computes, so the spec keys are runtime-only (like chec
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
@@ -79,14 +80,14 @@ class StepProfiler:
             if self.device.type == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
             self._profiler = torch.profiler.profile(activities=activities)
-            self._profiler.__enter__()
+            self._profiler.start()
 
     def after_step(self, step: int) -> StepProfile | None:
         if self._profiler is None or step != self.start + 2 * self.steps - 1:
             return None
         self._synchronize()
         profiler, self._profiler = self._profiler, None
-        profiler.__exit__(None, None, None)
+        profiler.stop()
         return self._summary(profiler)
 
     def _summary(self, profiler: torch.profiler.profile) -> StepProfile:
@@ -135,8 +136,9 @@ def log_step_profile(run, profile: StepProfile, step: int, folder: Path | None =
     `folder`, else in a temporary one: the store keeps its own copy), and one console line.
     `kept` collects the file's path when the recipe keeps its files."""
     run.log(profile.metrics, step=step)
-    with tempfile.TemporaryDirectory(prefix="labfolio-profile-") as scratch:
-        path = profile.write(folder or Path(scratch), run.id)
+    scratch = tempfile.TemporaryDirectory(prefix="labfolio-profile-") if folder is None else contextlib.nullcontext()
+    with scratch as scratch_folder:
+        path = profile.write(folder or Path(scratch_folder), run.id)
         run.log_artifact(path, kind="text")
     if kept is not None:
         kept.append(str(path))
