@@ -37,14 +37,16 @@ def _history(store_dir, run_id):
         store.close()
 
 
-@pytest.mark.parametrize("killed_mid_epoch", [False, True])
+@pytest.mark.parametrize(("killed_mid_epoch", "augment_chunk"), [(False, 0), (True, 0), (True, 256)])
 def test_a_killed_run_resumed_from_its_checkpoint_matches_an_uninterrupted_run(store_dir, monkeypatch,
-                                                                               killed_mid_epoch):
+                                                                               killed_mid_epoch, augment_chunk):
+    # augment_chunk=256: 4 batches augmented at once, and the kill lands inside a chunk
+    flags = ("--checkpoint-every=1", f"--augment-chunk={augment_chunk}")
     monkeypatch.setenv("LABFOLIO_DIR", str(store_dir / "whole"))
-    whole = classify.train(_config("--checkpoint-every=1"))
+    whole = classify.train(_config(*flags))
 
     monkeypatch.setenv("LABFOLIO_DIR", str(store_dir / "killed"))
-    save, batch = checkpoints.save_checkpoint, classify._training_batch
+    save, batch = checkpoints.save_checkpoint, classify._with_targets
     saved, batches = [], []
 
     def save_then_die_after_the_second(path, state):
@@ -60,9 +62,9 @@ def test_a_killed_run_resumed_from_its_checkpoint_matches_an_uninterrupted_run(s
         return batch(*args, **kwargs)
 
     monkeypatch.setattr(classify, "save_checkpoint", save_then_die_after_the_second)
-    monkeypatch.setattr(classify, "_training_batch", batch_then_die_in_epoch_three)
+    monkeypatch.setattr(classify, "_with_targets", batch_then_die_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
-        classify.train(_config("--checkpoint-every=1"))
+        classify.train(_config(*flags))
     store = labfolio.open_store(str(store_dir / "killed"))
     (killed,) = store.list_runs()
     store.close()
@@ -72,9 +74,9 @@ def test_a_killed_run_resumed_from_its_checkpoint_matches_an_uninterrupted_run(s
     assert path.is_file()
 
     monkeypatch.setattr(classify, "save_checkpoint", save)
-    monkeypatch.setattr(classify, "_training_batch", batch)
+    monkeypatch.setattr(classify, "_with_targets", batch)
     monkeypatch.setenv(checkpoints.RESUME_ENV, killed.run_id)
-    resumed = classify.train(_config("--checkpoint-every=1"))
+    resumed = classify.train(_config(*flags))
     assert resumed.run_id == killed.run_id  # the same labfolio run goes on
     assert not path.exists()  # a finished run keeps no checkpoint
     assert resumed.final == whole.final

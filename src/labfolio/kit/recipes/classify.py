@@ -25,7 +25,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +89,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     download: bool = False  # fetch the official CIFAR tarball (MD5-checked) if it is missing
     augment: Literal["auto", "none", "crop", "flip", "crop+flip"] = "auto"  # auto: crop+flip, none for digits
     crop_padding: int = 4  # zero padding before the random crop, in pixels
+    augment_chunk: int = 0  # augment this many images at once, ahead of their steps (whole batches; 0 = per batch)
     randaugment_ops: int = 0  # RandAugment operations per training image (0 = off)
     randaugment_magnitude: float = 9.0  # their strength, 0-10
     randaugment_prob: float = 1.0  # chance that an image gets each drawn operation (timm's default is 0.5)
@@ -155,7 +156,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
                      "average_every", "patch_size", "depth", "width", "heads"):
             if getattr(self, name) < 1:
                 raise labfolio.ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "diag_every", "average_last", "crop_padding", "threads", "grad_clip",
+        for name in ("max_steps", "augment_chunk", "diag_every", "average_last", "crop_padding", "threads", "grad_clip",
                      "checkpoint_every", "profile_steps", "profile_start"):
             if getattr(self, name) < 0:
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -208,13 +209,12 @@ def _mixes(cfg: ClassifyConfig) -> bool:
     return cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
 
 
-def _training_batch(
-    cfg: ClassifyConfig, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-    scale: tuple[torch.Tensor, torch.Tensor], crop: bool, flip: bool,
-    generator: torch.Generator, mix_rng: np.random.Generator, augment_round=apply_round,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A uint8 batch -> the normalised model input and its targets: class ids, or (B, classes)
-    soft targets when MixUp/CutMix is on. Everything runs on the batch's device."""
+def _augmented(
+    cfg: ClassifyConfig, images: torch.Tensor, scale: tuple[torch.Tensor, torch.Tensor], crop: bool, flip: bool,
+    generator: torch.Generator, augment_round=apply_round,
+) -> torch.Tensor:
+    """uint8 images -> normalised model inputs, each image augmented on its own (crop, flip,
+    RandAugment, random erasing). Everything runs on the images' device."""
     if crop or flip:
         images = random_crop_flip(images, cfg.crop_padding if crop else 0, flip, generator)
     unit = images.to(torch.float32) / 255.0
@@ -222,11 +222,45 @@ def _training_batch(
         unit = rand_augment(unit, cfg.randaugment_ops, cfg.randaugment_magnitude, generator, augment_round,
                             prob=cfg.randaugment_prob, magnitude_std=cfg.randaugment_magnitude_std)
     mean, std = scale
-    inputs = random_erase((unit - mean) / std, cfg.erase_prob, generator)
+    return random_erase((unit - mean) / std, cfg.erase_prob, generator)
+
+
+def _with_targets(
+    cfg: ClassifyConfig, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, mix_rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's targets: class ids, or (B, classes) soft targets when MixUp/CutMix is on (which
+    mixes the batch with itself, so it never spans a chunk)."""
     if not _mixes(cfg):
         return inputs, labels
     return mix_batch(inputs, labels, num_classes, mix_rng, cfg.mixup_alpha, cfg.cutmix_alpha,
                      cfg.cutmix_prob, cfg.label_smoothing, mix_prob=cfg.mix_prob)
+
+
+def _epoch_training_batches(
+    cfg: ClassifyConfig, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+    scale: tuple[torch.Tensor, torch.Tensor], crop: bool, flip: bool, order_generator: torch.Generator,
+    generator: torch.Generator, mix_rng: np.random.Generator, augment_round=apply_round,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (model input, targets) batches, in a fresh shuffled order.
+
+    With ``augment_chunk`` set, the images of that many whole batches are augmented in one go, when
+    the first of them is asked for: a small model's step is bound by kernel launches, and
+    RandAugment's few dozen kernels then run once per chunk instead of once per batch. Each image
+    is still augmented on its own, so only the random stream differs from batch-at-a-time.
+    Lazy, so a step asks for its batch inside the profiler's timing and nothing is drawn for a
+    batch that is never trained on.
+    """
+    batch_size = min(cfg.batch_size, len(images))
+    batches = list(epoch_batches(len(images), batch_size, order_generator))
+    per_chunk = max(1, cfg.augment_chunk // batch_size) if cfg.augment_chunk else 1
+    for first in range(0, len(batches), per_chunk):
+        chunk = batches[first : first + per_chunk]
+        indices = torch.cat(chunk).to(images.device, non_blocking=True)
+        inputs = _augmented(cfg, images[indices], scale, crop, flip, generator, augment_round)
+        chunk_labels = labels[indices]
+        for start in range(0, len(indices), batch_size):
+            yield _with_targets(cfg, inputs[start : start + batch_size], chunk_labels[start : start + batch_size],
+                                num_classes, mix_rng)
 
 
 def _build_model(cfg: ClassifyConfig, dataset: ImageDataset) -> tuple[ViT, ViTConfig]:
@@ -386,14 +420,14 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
         started = time.perf_counter()
         epochs = math.ceil(total_steps / steps_per_epoch)
         for epoch in range(start_epoch, epochs):
-            for indices in epoch_batches(n_train, min(cfg.batch_size, n_train), order_generator):
+            batches = _epoch_training_batches(
+                cfg, tensors["train_images"], tensors["train_labels"], num_classes, scale, crop, flip,
+                order_generator, augment_generator, mix_rng, augment_round)
+            for _ in range(steps_per_epoch):
                 if step >= total_steps:
                     break
                 profiler.before_step(step)
-                indices = indices.to(device, non_blocking=True)
-                inputs, targets = _training_batch(
-                    cfg, tensors["train_images"][indices], tensors["train_labels"][indices], num_classes,
-                    scale, crop, flip, augment_generator, mix_rng, augment_round)
+                inputs, targets = next(batches)
                 lr = schedule(step)
                 set_lr(optimizer, lr)
                 with autocast(device, cfg.amp):
