@@ -105,6 +105,20 @@ def test_checkpoints_of_resumable_runs_are_copied_and_half_written_ones_are_not(
     assert (copied / f"{run_ids[0]}.pt").read_bytes() == b"model, optimizer and random states"
 
 
+def test_a_snapshot_without_checkpoints_leaves_them_in_the_store_and_says_so(tmp_path):
+    store = tmp_path / "src"
+    run_ids = _log_runs(store)
+    checkpoints = resolve_store(str(store)).checkpoint_dir
+    checkpoints.mkdir()
+    (checkpoints / f"{run_ids[0]}.pt").write_bytes(b"model, optimizer and random states")
+    result = runner.invoke(app, ["snapshot", str(tmp_path / "copy"), "--store", str(store), "--no-checkpoints"])
+    assert result.exit_code == 0, result.output
+    assert "1 checkpoint(s) left out: a killed run resumed from this copy starts over" in result.output
+    assert not resolve_store(str(tmp_path / "copy")).checkpoint_dir.exists()
+    assert (checkpoints / f"{run_ids[0]}.pt").read_bytes() == b"model, optimizer and random states"
+    _same_store(open_store(str(store)), open_store(str(tmp_path / "copy")), run_ids)
+
+
 def test_the_copied_database_is_one_self_contained_file(tmp_path):
     store = tmp_path / "src"
     _log_runs(store)

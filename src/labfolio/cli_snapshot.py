@@ -21,6 +21,9 @@ def snapshot_command(
     out: Path = typer.Argument(..., help="A new folder, or an archive ending in .tar.xz, .tar.gz or .tar "
                                "(its top folder is OUT's name without the suffix)."),
     store: Optional[str] = StoreOption,
+    checkpoints: bool = typer.Option(True, "--checkpoints/--no-checkpoints",
+                                     help="Copy killed runs' checkpoints (model and optimizer state, often "
+                                          "most of the size); leave them out for a copy that is only read."),
 ):
     """Copy a SQLite store safely while runs may still write to it: database, journals, artifacts, runner logs."""
     from .settings import resolve_store
@@ -29,13 +32,16 @@ def snapshot_command(
     location = resolve_store(store)
     shown = console()
     with shown.status("Taking a snapshot…") as status:
-        report = snapshot_store(location, out, progress=status.update)
+        report = snapshot_store(location, out, progress=status.update, checkpoints=checkpoints)
     lines = [escape(f"Snapshot of {report.source} written to {report.out}"),
              f"{report.runs} run(s), {report.journals} journal(s), {report.artifacts} artifact file(s): "
              f"{format_bytes(report.size_bytes)} in {report.seconds:.1f} s"]
     if report.running:
         lines.append(f"{len(report.running)} run(s) were still running: the copy holds them as they were, "
                      "and marks them crashed when it is first opened")
+    if report.checkpoints_left_out:
+        lines.append(f"{report.checkpoints_left_out} checkpoint(s) left out: a killed run resumed from this copy "
+                     "starts over")
     lines.extend(f"[yellow]warning:[/] {escape(warning)}" for warning in report.warnings)
     for line in lines:
         shown.print(line, soft_wrap=True)  # a long path must not be broken across lines

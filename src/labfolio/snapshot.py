@@ -18,7 +18,8 @@ the database and then deletes the drained journal segments:
    written, so every artifact the copied database names is already there when they are copied.
 
 What a snapshot holds: ``labfolio.db`` (one self-contained file, whatever the source file was
-called), ``journal/``, ``artifacts/``, ``runner/`` and ``checkpoints/`` (resumable runs' state). Lock files, the WAL and its index, and any
+called), ``journal/``, ``artifacts/``, ``runner/`` and ``checkpoints/`` (resumable runs' state, unless
+left out). Lock files, the WAL and its index, and any
 other files in the store's folder are left out. A run still being written appears in the copy as it
 was at the snapshot; the first ``open_store`` of the copy drains its journal and marks it crashed.
 """
@@ -62,6 +63,7 @@ class SnapshotReport:
     size_bytes: int  # size of what was written: the archive, or the folder's files
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    checkpoints_left_out: int = 0  # checkpoint files not copied (snapshot_store(checkpoints=False))
 
 
 def _source_database(location: StoreLocation) -> Path:
@@ -228,13 +230,15 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def snapshot_store(location: StoreLocation, out: str | os.PathLike,
-                   progress: Callable[[str], None] | None = None) -> SnapshotReport:
+                   progress: Callable[[str], None] | None = None, checkpoints: bool = True) -> SnapshotReport:
     """Copy the SQLite store at ``location`` to ``out``, consistently, while it may be in use.
 
     ``out`` ending in ``.tar.xz``, ``.tar.gz`` or ``.tar`` is one archive whose top folder is
     ``out``'s name without the suffix; anything else is a new (or empty) folder. Nothing appears
     under ``out`` until the copy is complete and its database has passed ``integrity_check``.
-    ``progress(message)`` hears what is being copied.
+    ``progress(message)`` hears what is being copied. ``checkpoints=False`` leaves ``checkpoints/``
+    out: a resumable run's checkpoint is its model and optimizer state, often far larger than
+    everything else, and a copy made to read results (the notebook) does not need it.
     """
     started = time.monotonic()
     say = progress or (lambda message: None)
@@ -255,11 +259,15 @@ def snapshot_store(location: StoreLocation, out: str | os.PathLike,
         say("Checking the copied database…")
         runs, running = _check_database(stage / SQLITE_FILENAME, source)
         warnings = _check_journals(stage / "journal", stage / SQLITE_FILENAME)
-        say("Copying runner logs and checkpoints…")
+        say("Copying runner logs and checkpoints…" if checkpoints else "Copying runner logs…")
         if (location.home / "runner").is_dir():
             _copy_folder(location.home / "runner", stage / "runner")
+        left_out = 0
         if location.checkpoint_dir.is_dir():  # what killed runs need to resume (renamed into place whole)
-            _copy_folder(location.checkpoint_dir, stage / "checkpoints")
+            if checkpoints:
+                _copy_folder(location.checkpoint_dir, stage / "checkpoints")
+            else:
+                left_out = sum(1 for path in location.checkpoint_dir.glob("*.pt") if path.is_file())
         if archive is None:
             say("Copying artifacts…")
             artifacts = _copy_folder(location.artifact_dir, stage / "artifacts") \
@@ -281,7 +289,7 @@ def snapshot_store(location: StoreLocation, out: str | os.PathLike,
         raise
     return SnapshotReport(source=location.describe(), out=out, runs=runs, running=running, journals=journals,
                           artifacts=artifacts, size_bytes=size, seconds=time.monotonic() - started,
-                          warnings=warnings)
+                          warnings=warnings, checkpoints_left_out=left_out)
 
 
 def format_bytes(size: float) -> str:
