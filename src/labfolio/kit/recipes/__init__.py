@@ -305,10 +305,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA when `amp` is on; a no-op otherwise (the CPU path runs in fp32)."""
+def autocast(device: torch.device, amp: bool, cache_enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA when `amp` is on; a no-op otherwise (the CPU path runs in fp32).
+    ``cache_enabled=False`` for a CUDA graph capture, whose replays must not reuse the casts of
+    the weights as they were when it was captured."""
     if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
 
 
@@ -319,9 +321,14 @@ def _decays(module: nn.Module) -> Iterator[nn.Parameter]:
 
 
 def make_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: torch.device
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: torch.device,
+    capturable: bool = False,
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on matrix weights only (Linear, Conv, Embedding).
+
+    ``capturable`` (CUDA only) keeps the step count and the learning rate in device tensors, so
+    that the update can be captured in a CUDA graph (`train_step.GraphedTrainStep`); `set_lr`
+    then writes the rate into its tensor.
 
     Norm gains, biases, positions and every connection parameter (H_pre/H_post/H_res biases, gates,
     dynamic projections) are not decayed: decay would pull mHC's b_res towards uniform mixing and
@@ -333,6 +340,9 @@ def make_optimizer(
         {"params": list(decayed.values()), "weight_decay": weight_decay},
         {"params": others, "weight_decay": 0.0},
     ]
+    if capturable and device.type == "cuda":
+        return torch.optim.AdamW(groups, lr=torch.tensor(lr, device=device), betas=betas, fused=True,
+                                 capturable=True)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
 
 
@@ -366,7 +376,10 @@ def schedule_for(cfg: Any, total_steps: int) -> Schedule:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if torch.is_tensor(group["lr"]):  # a graph-captured step reads its learning rate from this tensor
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def grad_norm_and_clip(model: nn.Module, max_norm: float) -> torch.Tensor:

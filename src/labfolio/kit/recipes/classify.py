@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,16 +67,15 @@ from labfolio.kit.recipes import (
     autocast,
     compile_for_training,
     connection_config,
-    grad_norm_and_clip,
     make_optimizer,
     parse_config,
     resolve_device,
     schedule_for,
     seed_everything,
-    set_lr,
     start_run,
 )
 from labfolio.kit.recipes.profiling import log_step_profile, step_profiler
+from labfolio.kit.recipes.train_step import make_train_step
 
 __all__ = ["ClassifyConfig", "SMOKE", "train", "main"]
 
@@ -145,6 +145,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     compile: bool = False  # torch.compile the model (and RandAugment) on CUDA
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
+    cuda_graph_step: bool = False  # replay the whole step (forward, backward, clip, AdamW) as one CUDA graph (CUDA only)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     checkpoint_every: int = 0  # epochs between resumable checkpoints in the store (0 = none)
     resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
@@ -174,6 +175,9 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
             raise labfolio.ConfigError(f"drop_path must be in [0, 1), got {self.drop_path}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise labfolio.ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.cuda_graph_step and self.compile_mode == "reduce-overhead":
+            raise labfolio.ConfigError("cuda_graph_step captures the whole step in one CUDA graph: use it with "
+                                       "compile_mode default (reduce-overhead would capture graphs inside it)")
 
 
 SMOKE: dict[str, Any] = {
@@ -261,6 +265,12 @@ def _epoch_training_batches(
         for start in range(0, len(indices), batch_size):
             yield _with_targets(cfg, inputs[start : start + batch_size], chunk_labels[start : start + batch_size],
                                 num_classes, mix_rng)
+
+
+def _loss(cfg: ClassifyConfig, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if targets.dim() == 2:  # MixUp/CutMix targets, smoothed already
+        return soft_cross_entropy(logits, targets)
+    return smoothed_cross_entropy(logits, targets, cfg.label_smoothing)
 
 
 def _build_model(cfg: ClassifyConfig, dataset: ImageDataset) -> tuple[ViT, ViTConfig]:
@@ -382,10 +392,13 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     schedule = schedule_for(cfg, total_steps)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device,
+                               capturable=cfg.cuda_graph_step)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
     step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
+    train_step = make_train_step(model, step_model, optimizer, partial(_loss, cfg), cfg.grad_clip, device,
+                                 cfg.amp, graph=cfg.cuda_graph_step)
     order_generator = torch.Generator().manual_seed(cfg.seed)
     augment_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     mix_rng = np.random.default_rng(cfg.seed + 2)
@@ -429,17 +442,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
                 profiler.before_step(step)
                 inputs, targets = next(batches)
                 lr = schedule(step)
-                set_lr(optimizer, lr)
-                with autocast(device, cfg.amp):
-                    logits, _ = step_model(inputs)
-                if targets.dim() == 2:  # MixUp/CutMix targets, smoothed already
-                    loss = soft_cross_entropy(logits, targets)
-                else:
-                    loss = smoothed_cross_entropy(logits, targets, cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = grad_norm_and_clip(model, cfg.grad_clip)
-                optimizer.step()
+                loss, grad_norm = train_step(inputs, targets, lr)
                 if ema is not None:
                     ema.update(model)
                 if snapshots is not None:

@@ -1,0 +1,135 @@
+"""One optimizer step of a recipe, run eagerly or replayed as one CUDA graph.
+
+A small model's step is bound by the host, not by the GPU: the classify recipe's step probe
+measured 29.1 ms per step with the GPU busy 3.2 ms of it, and 7.6 ms with CUDA graphs over the
+compiled model (``compile_mode: reduce-overhead``), of which the AdamW step, the gradient clip,
+the autograd engine and two graph launches are most of what is left. `GraphedTrainStep` captures
+all of it, forward, loss, backward, clip and AdamW, in one graph, so that a step costs one graph
+launch and two small copies on the host.
+
+`TrainStep` is the eager step, which every CPU run takes and the tests check; `GraphedTrainStep`
+is the same step captured on CUDA, and `make_train_step` picks between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from labfolio.kit.recipes import autocast, grad_norm_and_clip, set_lr
+
+__all__ = ["GraphedTrainStep", "TrainStep", "make_train_step"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_WARMUP_STEPS = 3  # eager steps on a side stream before capture: compiles, allocates the AdamW state
+_RECORDED = ("recorded", "recorded_similarity")  # what hc/mhc connections keep of their latest forward
+
+
+class TrainStep:
+    """Forward, loss, backward, gradient clip and optimizer update of one batch.
+
+    ``step(inputs, targets, lr)`` returns (loss, grad_norm) as device tensors, the norm taken
+    before clipping; nothing reads a device value back. `model` owns the parameters;
+    `step_model` is what the forward calls (the model itself, or a compiled copy).
+    """
+
+    graphed = False
+
+    def __init__(self, model: nn.Module, step_model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: LossFn, grad_clip: float, device: torch.device, amp: bool) -> None:
+        self.model, self.step_model, self.optimizer = model, step_model, optimizer
+        self.loss_fn, self.grad_clip, self.device, self.amp = loss_fn, grad_clip, device, amp
+
+    def _forward_backward_update(self, inputs: torch.Tensor, targets: torch.Tensor,
+                                 autocast_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(self.device, self.amp, cache_enabled=autocast_cache):
+            logits, _ = self.step_model(inputs)
+        loss = self.loss_fn(logits, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = grad_norm_and_clip(self.model, self.grad_clip)
+        self.optimizer.step()
+        return loss.detach(), grad_norm
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        set_lr(self.optimizer, lr)
+        return self._forward_backward_update(inputs, targets)
+
+
+class GraphedTrainStep(TrainStep):
+    """`TrainStep` captured as one CUDA graph at its first call and replayed after that.
+
+    The optimizer must be capturable with a tensor learning rate (`graph_ready_optimizer`), so
+    that a replay updates the weights in place at the step's learning rate. The first call runs
+    a few eager warm-up steps on a side stream (compiling the model and allocating the AdamW
+    state, as capture requires) and then puts the weights and the optimizer state back as they
+    were, so those steps leave no trace in training; then it captures and replays. The batch is
+    copied into the graph's input buffers at every step, so every batch must have the shape
+    and dtype of the first (the recipes drop the last partial batch). The returned loss and
+    norm are copies: the graph overwrites its own outputs at the next replay.
+    """
+
+    graphed = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.device.type != "cuda":
+            raise ValueError(f"a CUDA graph step needs a CUDA device, got {self.device}")
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def _capture(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self.static_inputs, self.static_targets = inputs.clone(), targets.clone()
+        weights = [p.detach().clone() for p in self.model.parameters()]
+        state_before = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+                        for p, state in self.optimizer.state.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(_WARMUP_STEPS):
+                self._forward_backward_update(self.static_inputs, self.static_targets, autocast_cache=False)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for param, weight in zip(self.model.parameters(), weights):
+                param.copy_(weight)
+            for param, state in self.optimizer.state.items():
+                before = state_before.get(id(param))
+                for key, value in state.items():
+                    if torch.is_tensor(value):  # a fresh AdamW state is all zeros, its step count included
+                        value.copy_(before[key]) if before is not None else value.zero_()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_loss, self.static_grad_norm = self._forward_backward_update(
+                self.static_inputs, self.static_targets, autocast_cache=False)
+        # The connections keep the coefficients of their latest forward for diagnostics. A replay
+        # refills the captured tensors but runs no Python, so an evaluation's forward would leave
+        # its own tensors there for good: point them back at the captured ones after each replay.
+        self.recorded = [(module, name, getattr(module, name)) for module in self.model.modules()
+                         for name in _RECORDED if getattr(module, name, None) is not None]
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        set_lr(self.optimizer, lr)
+        if self.graph is None:
+            self._capture(inputs, targets)
+        if inputs.shape != self.static_inputs.shape or targets.shape != self.static_targets.shape:
+            raise ValueError(f"a CUDA graph step replays one batch shape: captured {tuple(self.static_inputs.shape)}"
+                             f" and {tuple(self.static_targets.shape)}, got {tuple(inputs.shape)} and "
+                             f"{tuple(targets.shape)}")
+        self.static_inputs.copy_(inputs)
+        self.static_targets.copy_(targets)
+        self.graph.replay()
+        for module, name, captured in self.recorded:
+            setattr(module, name, captured)
+        return self.static_loss.clone(), self.static_grad_norm.clone()
+
+
+def make_train_step(model: nn.Module, step_model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+                    grad_clip: float, device: torch.device, amp: bool, graph: bool) -> TrainStep:
+    """The step a recipe's loop calls: replayed as one CUDA graph when `graph` is set and the
+    device is CUDA, eager otherwise (the CPU path is the tested reference)."""
+    if graph and device.type == "cuda":
+        return GraphedTrainStep(model, step_model, optimizer, loss_fn, grad_clip, device, amp)
+    return TrainStep(model, step_model, optimizer, loss_fn, grad_clip, device, amp)
