@@ -42,7 +42,7 @@ def test_each_full_sized_example_changes_exactly_what_the_study_changed():
     assert spec_diff("cifar10_002") == ["wrap: (varies) → branch"]
     assert spec_diff("cifar10_003") == ["schedule: wsd → cosine"]
     assert spec_diff("cifar10_004") == ["schedule: cosine → cosine_warmup"]
-    assert spec_diff("cifar100_001") == sorted(["dataset: cifar10 → cifar100", "epochs: 200 → 320", "streams: 1 → 4"])
+    assert spec_diff("cifar100_001") == sorted(["dataset: cifar10 → cifar100", "epochs: 100 → 160", "streams: 1 → 4"])
     assert spec_diff("gpt_shakespeare_002") == sorted(["connection: (varies) → mhc", "dynamic: true → (varies)"])
     assert spec_diff("gpt_shakespeare_003") == sorted([  # 003 settles 002's question (dynamic) and sweeps the init
         "dynamic: (varies) → true", "sinkhorn_tau: 1.0 → (varies)", "hres_offdiag_init: -3.0 → (varies)"])
