@@ -23,8 +23,11 @@ def _vit(device, seed=0):
     return ViT(ViTConfig(image_size=8, patch_size=4, num_classes=10, depth=2, width=32, heads=2)).to(device)
 
 
-def _loss(logits, targets):
-    return smoothed_cross_entropy(logits, targets, 0.1)
+def _loss_of(model):
+    def loss_of(inputs, targets):
+        logits, _ = model(inputs)
+        return smoothed_cross_entropy(logits, targets, 0.1)
+    return loss_of
 
 
 def _batches(device, count=6, batch=16):
@@ -36,7 +39,7 @@ def _batches(device, count=6, batch=16):
 def _train(step_kind, device, amp, capturable):
     model = _vit(device)
     optimizer = make_optimizer(model, 1e-3, 0.05, (0.9, 0.999), device, capturable=capturable)
-    step = step_kind(model, model, optimizer, _loss, 1.0, device, amp)
+    step = step_kind(model, _loss_of(model), optimizer, 1.0, device, amp)
     losses = [step(inputs, targets, 1e-3 * (index + 1))[0] for index, (inputs, targets) in enumerate(_batches(device))]
     return model, torch.stack(losses)
 
@@ -44,18 +47,18 @@ def _train(step_kind, device, amp, capturable):
 def test_the_cpu_always_takes_the_eager_step():
     model = _vit(torch.device("cpu"))
     optimizer = make_optimizer(model, 1e-3, 0.0, (0.9, 0.999), torch.device("cpu"), capturable=True)
-    step = make_train_step(model, model, optimizer, _loss, 1.0, torch.device("cpu"), amp=True, graph=True)
+    step = make_train_step(model, _loss_of(model), optimizer, 1.0, torch.device("cpu"), amp=True, graph=True)
     assert type(step) is TrainStep and not step.graphed
     assert not torch.is_tensor(optimizer.param_groups[0]["lr"])  # capturable means nothing off CUDA
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        GraphedTrainStep(model, model, optimizer, _loss, 1.0, torch.device("cpu"), True)
+        GraphedTrainStep(model, _loss_of(model), optimizer, 1.0, torch.device("cpu"), True)
 
 
 def test_the_eager_step_clips_and_updates_and_returns_the_norm_before_clipping():
     model = _vit(torch.device("cpu"))
     before = copy.deepcopy(model.state_dict())
     optimizer = make_optimizer(model, 1e-2, 0.0, (0.9, 0.999), torch.device("cpu"))
-    step = TrainStep(model, model, optimizer, _loss, 1e-3, torch.device("cpu"), amp=False)
+    step = TrainStep(model, _loss_of(model), optimizer, 1e-3, torch.device("cpu"), amp=False)
     inputs, targets = _batches(torch.device("cpu"), count=1)[0]
     loss, grad_norm = step(inputs, targets, 1e-2)
     assert loss.requires_grad is False and grad_norm.item() > 1e-3  # the norm as it was before the clip
@@ -76,10 +79,13 @@ def test_set_lr_writes_a_tensor_learning_rate_in_place():
     assert rate.item() == pytest.approx(5e-4)
 
 
-def test_a_graph_step_inside_reduce_overhead_compilation_is_refused_with_what_to_use():
+@pytest.mark.parametrize("recipe", ["classify", "lm"])
+def test_a_graph_step_inside_reduce_overhead_compilation_is_refused_with_what_to_use(recipe):
+    from labfolio.kit.recipes import lm
+
+    config_class, smoke = (classify.ClassifyConfig, classify.SMOKE) if recipe == "classify" else (lm.LMConfig, lm.SMOKE)
     with pytest.raises(labfolio.ConfigError, match="use it with compile_mode default"):
-        parse_config(classify.ClassifyConfig, ["--smoke", "--cuda-graph-step", "--compile-mode=reduce-overhead"],
-                     classify.SMOKE, prog="t")
+        parse_config(config_class, ["--smoke", "--cuda-graph-step", "--compile-mode=reduce-overhead"], smoke, prog="t")
 
 
 @needs_cuda
@@ -100,7 +106,7 @@ def test_a_graph_step_refuses_a_batch_of_another_shape():
     device = torch.device("cuda")
     model = _vit(device)
     optimizer = make_optimizer(model, 1e-3, 0.0, (0.9, 0.999), device, capturable=True)
-    step = GraphedTrainStep(model, model, optimizer, _loss, 1.0, device, False)
+    step = GraphedTrainStep(model, _loss_of(model), optimizer, 1.0, device, False)
     (inputs, targets), = _batches(device, count=1)
     step(inputs, targets, 1e-3)
     with pytest.raises(ValueError, match="replays one batch shape"):
@@ -116,7 +122,7 @@ def test_mhc_diagnostics_after_an_evaluation_come_from_the_latest_replay():
     model = ViT(ViTConfig(image_size=8, patch_size=4, num_classes=10, depth=2, width=32, heads=2,
                           connection=ConnectionConfig(connection="mhc", streams=4))).to(device)
     optimizer = make_optimizer(model, 1e-2, 0.0, (0.9, 0.999), device, capturable=True)
-    step = GraphedTrainStep(model, model, optimizer, _loss, 1.0, device, False)
+    step = GraphedTrainStep(model, _loss_of(model), optimizer, 1.0, device, False)
     batches = _batches(device)
     step(*batches[0], 1e-2)
     assert step.recorded  # every mhc connection's coefficients, and the stream similarity

@@ -75,7 +75,7 @@ from labfolio.kit.recipes import (
     start_run,
 )
 from labfolio.kit.recipes.profiling import log_step_profile, step_profiler
-from labfolio.kit.recipes.train_step import make_train_step
+from labfolio.kit.recipes.train_step import check_graph_step, make_train_step
 
 __all__ = ["ClassifyConfig", "SMOKE", "train", "main"]
 
@@ -175,9 +175,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
             raise labfolio.ConfigError(f"drop_path must be in [0, 1), got {self.drop_path}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise labfolio.ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.cuda_graph_step and self.compile_mode == "reduce-overhead":
-            raise labfolio.ConfigError("cuda_graph_step captures the whole step in one CUDA graph: use it with "
-                                       "compile_mode default (reduce-overhead would capture graphs inside it)")
+        check_graph_step(self.cuda_graph_step, self.compile_mode)
 
 
 SMOKE: dict[str, Any] = {
@@ -267,7 +265,10 @@ def _epoch_training_batches(
                                 num_classes, mix_rng)
 
 
-def _loss(cfg: ClassifyConfig, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _batch_loss(
+    cfg: ClassifyConfig, step_model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    logits, _ = step_model(inputs)
     if targets.dim() == 2:  # MixUp/CutMix targets, smoothed already
         return soft_cross_entropy(logits, targets)
     return smoothed_cross_entropy(logits, targets, cfg.label_smoothing)
@@ -397,8 +398,8 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
     step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
-    train_step = make_train_step(model, step_model, optimizer, partial(_loss, cfg), cfg.grad_clip, device,
-                                 cfg.amp, graph=cfg.cuda_graph_step)
+    train_step = make_train_step(model, partial(_batch_loss, cfg, step_model), optimizer, cfg.grad_clip, device, cfg.amp,
+                                 graph=cfg.cuda_graph_step)
     order_generator = torch.Generator().manual_seed(cfg.seed)
     augment_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     mix_rng = np.random.default_rng(cfg.seed + 2)

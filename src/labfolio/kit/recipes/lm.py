@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,16 +50,15 @@ from labfolio.kit.recipes import (
     autocast,
     compile_for_training,
     connection_config,
-    grad_norm_and_clip,
     make_optimizer,
     parse_config,
     resolve_device,
     schedule_for,
     seed_everything,
-    set_lr,
     start_run,
 )
 from labfolio.kit.recipes.profiling import log_step_profile, step_profiler
+from labfolio.kit.recipes.train_step import check_graph_step, make_train_step
 
 __all__ = ["LMConfig", "SMOKE", "train", "main", "smoke_text_path"]
 
@@ -106,6 +106,7 @@ class LMConfig(ConnectionFields, TrackingFields):
     compile: bool = False  # torch.compile the model on CUDA
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
+    cuda_graph_step: bool = False  # replay the whole step (forward, backward, clip, AdamW) as one CUDA graph (CUDA only)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     checkpoint_every: int = 0  # steps between resumable checkpoints in the store (0 = none)
     resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
@@ -123,6 +124,12 @@ class LMConfig(ConnectionFields, TrackingFields):
                 raise labfolio.ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise labfolio.ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        check_graph_step(self.cuda_graph_step, self.compile_mode)
+
+
+def _sequence_loss(step_model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    _, loss = step_model(inputs, targets)
+    return loss
 
 
 def smoke_text_path() -> Path:
@@ -188,10 +195,13 @@ def train(cfg: LMConfig) -> RecipeResult:
     val_sampler = ByteBatches(splits.val, cfg.block_size, cfg.batch_size, seed=_VAL_SEED, device=device)
     val_batches = [val_sampler.next() for _ in range(cfg.eval_batches)]
     schedule = schedule_for(cfg, cfg.steps)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device,
+                               capturable=cfg.cuda_graph_step)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
     step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
+    train_step = make_train_step(model, partial(_sequence_loss, step_model), optimizer, cfg.grad_clip, device,
+                                 cfg.amp, graph=cfg.cuda_graph_step)
     tokens_per_step = cfg.batch_size * cfg.block_size
     profiler = step_profiler(cfg.profile_steps, cfg.profile_start, cfg.steps, device)
 
@@ -220,13 +230,7 @@ def train(cfg: LMConfig) -> RecipeResult:
             profiler.before_step(step)
             inputs, targets = train_batches.next()
             lr = schedule(step)
-            set_lr(optimizer, lr)
-            with autocast(device, cfg.amp):
-                _, loss = step_model(inputs, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = grad_norm_and_clip(model, cfg.grad_clip)
-            optimizer.step()
+            loss, grad_norm = train_step(inputs, targets, lr)
             interval_steps += 1
             if ema is not None:
                 ema.update(model)

@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+import labfolio
 from labfolio.kit.recipes import autocast, grad_norm_and_clip, set_lr
 
-__all__ = ["GraphedTrainStep", "TrainStep", "make_train_step"]
+__all__ = ["GraphedTrainStep", "TrainStep", "check_graph_step", "make_train_step"]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (inputs, targets) -> the loss, forward included
 _WARMUP_STEPS = 3  # eager steps on a side stream before capture: compiles, allocates the AdamW state
 _RECORDED = ("recorded", "recorded_similarity")  # what hc/mhc connections keep of their latest forward
 
@@ -32,22 +33,21 @@ class TrainStep:
     """Forward, loss, backward, gradient clip and optimizer update of one batch.
 
     ``step(inputs, targets, lr)`` returns (loss, grad_norm) as device tensors, the norm taken
-    before clipping; nothing reads a device value back. `model` owns the parameters;
-    `step_model` is what the forward calls (the model itself, or a compiled copy).
+    before clipping; nothing reads a device value back. `model` owns the parameters; `loss_of`
+    runs the forward (through the model itself or a compiled copy) and the loss, under autocast.
     """
 
     graphed = False
 
-    def __init__(self, model: nn.Module, step_model: nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_fn: LossFn, grad_clip: float, device: torch.device, amp: bool) -> None:
-        self.model, self.step_model, self.optimizer = model, step_model, optimizer
-        self.loss_fn, self.grad_clip, self.device, self.amp = loss_fn, grad_clip, device, amp
+    def __init__(self, model: nn.Module, loss_of: LossOf, optimizer: torch.optim.Optimizer, grad_clip: float,
+                 device: torch.device, amp: bool) -> None:
+        self.model, self.loss_of, self.optimizer = model, loss_of, optimizer
+        self.grad_clip, self.device, self.amp = grad_clip, device, amp
 
     def _forward_backward_update(self, inputs: torch.Tensor, targets: torch.Tensor,
                                  autocast_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast(self.device, self.amp, cache_enabled=autocast_cache):
-            logits, _ = self.step_model(inputs)
-        loss = self.loss_fn(logits, targets)
+            loss = self.loss_of(inputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = grad_norm_and_clip(self.model, self.grad_clip)
@@ -126,10 +126,17 @@ class GraphedTrainStep(TrainStep):
         return self.static_loss.clone(), self.static_grad_norm.clone()
 
 
-def make_train_step(model: nn.Module, step_model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-                    grad_clip: float, device: torch.device, amp: bool, graph: bool) -> TrainStep:
+def check_graph_step(cuda_graph_step: bool, compile_mode: str) -> None:
+    """Refuse a recipe config that would capture CUDA graphs inside the step's own graph."""
+    if cuda_graph_step and compile_mode == "reduce-overhead":
+        raise labfolio.ConfigError("cuda_graph_step captures the whole step in one CUDA graph: use it with "
+                                   "compile_mode default (reduce-overhead would capture graphs inside it)")
+
+
+def make_train_step(model: nn.Module, loss_of: LossOf, optimizer: torch.optim.Optimizer, grad_clip: float,
+                    device: torch.device, amp: bool, graph: bool) -> TrainStep:
     """The step a recipe's loop calls: replayed as one CUDA graph when `graph` is set and the
     device is CUDA, eager otherwise (the CPU path is the tested reference)."""
     if graph and device.type == "cuda":
-        return GraphedTrainStep(model, step_model, optimizer, loss_fn, grad_clip, device, amp)
-    return TrainStep(model, step_model, optimizer, loss_fn, grad_clip, device, amp)
+        return GraphedTrainStep(model, loss_of, optimizer, grad_clip, device, amp)
+    return TrainStep(model, loss_of, optimizer, grad_clip, device, amp)
