@@ -92,12 +92,18 @@ def test_a_snapshot_opens_with_the_same_runs_histories_and_artifacts(tmp_path):
     _same_store(open_store(str(store)), open_store(str(tmp_path / "copy")), run_ids)
 
 
-def test_checkpoints_of_resumable_runs_are_copied_and_half_written_ones_are_not(tmp_path):
-    store = tmp_path / "src"
+def _store_with_a_checkpoint(store: Path) -> tuple[list[str], Path]:
+    """Two logged runs, the first with a checkpoint as a killed resumable run leaves it."""
     run_ids = _log_runs(store)
     checkpoints = resolve_store(str(store)).checkpoint_dir
     checkpoints.mkdir()
     (checkpoints / f"{run_ids[0]}.pt").write_bytes(b"model, optimizer and random states")
+    return run_ids, checkpoints
+
+
+def test_checkpoints_of_resumable_runs_are_copied_and_half_written_ones_are_not(tmp_path):
+    store = tmp_path / "src"
+    run_ids, checkpoints = _store_with_a_checkpoint(store)
     (checkpoints / f".{run_ids[1]}.pt.123.partial").write_bytes(b"half")
     snapshot_store(resolve_store(str(store)), tmp_path / "copy")
     copied = resolve_store(str(tmp_path / "copy")).checkpoint_dir
@@ -107,10 +113,7 @@ def test_checkpoints_of_resumable_runs_are_copied_and_half_written_ones_are_not(
 
 def test_a_snapshot_without_checkpoints_leaves_them_in_the_store_and_says_so(tmp_path):
     store = tmp_path / "src"
-    run_ids = _log_runs(store)
-    checkpoints = resolve_store(str(store)).checkpoint_dir
-    checkpoints.mkdir()
-    (checkpoints / f"{run_ids[0]}.pt").write_bytes(b"model, optimizer and random states")
+    run_ids, checkpoints = _store_with_a_checkpoint(store)
     result = runner.invoke(app, ["snapshot", str(tmp_path / "copy"), "--store", str(store), "--no-checkpoints"])
     assert result.exit_code == 0, result.output
     assert "1 checkpoint(s) left out: a killed run resumed from this copy starts over" in result.output
