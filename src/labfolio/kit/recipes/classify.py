@@ -145,7 +145,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     compile: bool = False  # torch.compile the model (and RandAugment) on CUDA
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
-    cuda_graph_step: bool = False  # replay the whole step (forward, backward, clip, AdamW) as one CUDA graph (CUDA only)
+    cuda_graph_step: bool = False  # replay the whole step (forward, backward, clip, AdamW) as one CUDA graph
     threads: int = 0  # torch CPU threads (0 = torch's default)
     checkpoint_every: int = 0  # epochs between resumable checkpoints in the store (0 = none)
     resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
@@ -398,8 +398,8 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     snapshots = LastKAverage(cfg.average_last, cfg.average_every) if cfg.average_last else None
     step_model = compile_for_training(model, cfg.compile, cfg.compile_unit, device, cfg.compile_mode)
-    train_step = make_train_step(model, partial(_batch_loss, cfg, step_model), optimizer, cfg.grad_clip, device, cfg.amp,
-                                 graph=cfg.cuda_graph_step)
+    train_step = make_train_step(model, partial(_batch_loss, cfg, step_model), optimizer, cfg.grad_clip, device,
+                                 cfg.amp, graph=cfg.cuda_graph_step)
     order_generator = torch.Generator().manual_seed(cfg.seed)
     augment_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     mix_rng = np.random.default_rng(cfg.seed + 2)

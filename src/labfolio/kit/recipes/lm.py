@@ -106,7 +106,7 @@ class LMConfig(ConnectionFields, TrackingFields):
     compile: bool = False  # torch.compile the model on CUDA
     compile_unit: Literal["block", "model"] = "block"  # compile each block (fast to compile) or the whole model
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
-    cuda_graph_step: bool = False  # replay the whole step (forward, backward, clip, AdamW) as one CUDA graph (CUDA only)
+    cuda_graph_step: bool = False  # replay the whole step (forward, backward, clip, AdamW) as one CUDA graph
     threads: int = 0  # torch CPU threads (0 = torch's default)
     checkpoint_every: int = 0  # steps between resumable checkpoints in the store (0 = none)
     resume: str = ""  # run id to continue from its checkpoint ("" = $LABFOLIO_RESUME, else a new run)
