@@ -317,7 +317,8 @@ def plan_tasks(spec: Spec, store, options: RunOptions, location=None) -> list[Ta
                 task.reason = f"rerun ({'/'.join(sorted(states))} earlier)"
         elif changed:
             keys = config_matches(expected, changed[0].config)
-            task.reason = f"config changed since {changed[0].run_id} ({', '.join(keys[:3])})"
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            task.reason = f"config changed since {changed[0].run_id} ({', '.join(keys[:3])}{more})"
         tasks.append(task)
     return tasks
 

@@ -53,6 +53,16 @@ def test_resume_skips_finished_runs_and_reruns_when_the_config_changed(write_spe
     states = {t.planned.variant: (t.state, t.reason) for t in changed.tasks}
     assert states["a"][0] == "skipped"
     assert states["b"][0] == "finished" and states["b"][1].startswith("config changed since toy_b_s0_")
+    assert states["b"][1].endswith("(lr)")
+
+
+def test_a_changed_config_names_three_keys_and_counts_the_rest(write_spec):
+    path = toy_spec(write_spec, body=", w: 1, x: 2, y: 3, z: 4", variants="  a: {}\n")
+    run(path)
+    path.write_text(path.read_text().replace("a: {}", "a: {w: 5, x: 6, y: 7, z: 8, lr: 0.5}"))
+    (task,) = run(path, dry_run=True).tasks
+    assert task.reason.startswith("config changed since toy_a_s0_")
+    assert task.reason.endswith(" and 2 more)")
 
 
 def test_crashed_runs_are_skipped_until_retry_failed(write_spec):
