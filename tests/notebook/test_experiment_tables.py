@@ -88,3 +88,19 @@ def test_the_master_logs_architecture_cell_names_a_vits_patch_size(tmp_path):
     write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
     log = (tmp_path / "vault" / "Master Experiment Log.md").read_text(encoding="utf-8")
     assert "| residual L6 H192 P4 S1 |" in log and "| residual L6 H192 P2 S1 |" in log
+
+
+def test_the_summary_says_how_far_runs_got_when_they_stopped_short_of_their_epochs(tmp_path):
+    store = open_store()
+    add_run(store, "whole", experiment="e", variant="a", seed=0, config={"epochs": 10}, start=T0, acc=0.7,
+            extra_summary={"epoch": 10.0})
+    add_run(store, "killed", experiment="e", variant="a", seed=1, config={"epochs": 10}, start=T0 + 1,
+            state="killed", extra_summary={"epoch": 3.5})
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
+    assert "- Epochs: 10 (reached 3.5)\n" in log
+    add_run(store, "whole_2", experiment="f", variant="a", seed=0, config={"epochs": 10}, start=T0 + 2, acc=0.7,
+            extra_summary={"epoch": 10.0})
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
+    assert log.count("- Epochs: 10\n") == 1  # f's runs went the whole way: nothing added

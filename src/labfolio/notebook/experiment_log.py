@@ -95,6 +95,19 @@ def _join_counts(names: Sequence[str]) -> str:
     return ", ".join(f"{name} ×{count}" for name, count in counts.items())
 
 
+def _epochs_reached(runs) -> str:
+    """" (reached 1.03, 2)" when some run logged an ``epoch`` short of the epochs its config asks
+    for (a step cap, a killed run), so that the configured number is not read as what ran."""
+    short = []
+    for run in runs:
+        planned = config_lookup(run.config, ("epochs", "n_epochs", "num_epochs", "max_epochs", "train.epochs"))
+        entry = run.summary.get("epoch")
+        reached = None if entry is None else entry.max if entry.max is not None else entry.value
+        if isinstance(planned, (int, float)) and isinstance(reached, (int, float)) and reached < planned - 1e-6:
+            short.append(reached)
+    return f" (reached {', '.join(f'{value:.3g}' for value in sorted(set(short)))})" if short else ""
+
+
 def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     """The generated summary: datetime, runs, seeds, data, epochs, git, machine, speed."""
     runs = [*exp.runs, *exp.eval_runs]
@@ -119,7 +132,7 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     steps = sorted({r.last_step + 1 for r in exp.runs if r.last_step is not None})
     lines.append(f"- Data: {', '.join(data) if data else '--'}")
     if epochs:
-        lines.append(f"- Epochs: {', '.join(epochs)}")
+        lines.append(f"- Epochs: {', '.join(epochs)}{_epochs_reached(exp.runs)}")
     lines.append(f"- Steps: {', '.join(str(s) for s in steps) if steps else '--'}")
     gits = list(dict.fromkeys(run_git(r) for r in runs))
     machines = list(dict.fromkeys(r.machine or r.host or "--" for r in runs))
