@@ -89,7 +89,7 @@ class ClassifyConfig(ConnectionFields, TrackingFields):
     download: bool = False  # fetch the official CIFAR tarball (MD5-checked) if it is missing
     augment: Literal["auto", "none", "crop", "flip", "crop+flip"] = "auto"  # auto: crop+flip, none for digits
     crop_padding: int = 4  # zero padding before the random crop, in pixels
-    augment_chunk: int = 0  # augment this many images at once, ahead of their steps (whole batches; 0 = per batch)
+    augment_chunk: int = 0  # augment this many images at once (whole batches; 0 = per batch): pays on CUDA only
     randaugment_ops: int = 0  # RandAugment operations per training image (0 = off)
     randaugment_magnitude: float = 9.0  # their strength, 0-10
     randaugment_prob: float = 1.0  # chance that an image gets each drawn operation (timm's default is 0.5)
@@ -250,7 +250,8 @@ def _epoch_training_batches(
     RandAugment's few dozen kernels then run once per chunk instead of once per batch. Each image
     is still augmented on its own, so only the random stream differs from batch-at-a-time.
     Lazy, so a step asks for its batch inside the profiler's timing and nothing is drawn for a
-    batch that is never trained on.
+    batch that is never trained on. On CPU chunks are slower, not faster: there nothing waits on
+    launches, and a chunk's intermediates outgrow the caches (benchmarks/bench_augment.py).
     """
     batch_size = min(cfg.batch_size, len(images))
     batches = list(epoch_batches(len(images), batch_size, order_generator))
