@@ -513,8 +513,28 @@ def _finish_task(store, location, spec: Spec, task: Task, code: int, monitor: _M
         task.reason = f"exited with {code} before labfolio.init() recorded a run"
     if task.state != "finished":
         task.output_tail = _tail(task.log_path)
+    if record is not None:
+        _record_runner_time(store, task, record)
     if task.run_id is not None:
         monitor.alerts(task)  # what was recorded after the last poll
+
+
+def _record_runner_time(store, task: Task, record) -> None:
+    """The child's wall time as the runner saw it, into the run's summary (``runner/wall_s``), and
+    the part of it outside the run's own span, init to finish (``runner/outside_run_s``): process
+    start, imports, data loading, model build, exit. That part is what a run pays for being a
+    process of its own; the notebook reports both. A resumed run's span covers earlier attempts,
+    so it gets the wall time only."""
+    from .store import Batch
+
+    if task.launched_at is None or task.ended_at is None:
+        return
+    wall = task.ended_at - task.launched_at
+    values = {"runner/wall_s": round(wall, 2)}
+    span = (record.ended_at - record.started_at) if record.ended_at and record.started_at else None
+    if span is not None and task.resume_run_id is None and 0 <= span <= wall + 1.0:
+        values["runner/outside_run_s"] = round(max(0.0, wall - span), 2)
+    store.write_batch(Batch(run_id=task.run_id, events=[{"type": "summary", "values": values}]))
 
 
 def _slots(options: RunOptions, n_runs: int, warnings: list[str]) -> tuple[list[str | None], int | None]:

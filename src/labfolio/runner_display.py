@@ -23,20 +23,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .notebook.mdtext import format_duration
+
 __all__ = ["PlainDisplay", "LiveDisplay", "make_display", "format_duration"]
 
 _STATE_STYLE = {"pending": "dim", "running": "cyan", "finished": "green", "skipped": "dim",
                 "failed": "red", "crashed": "red", "killed": "yellow"}
 _STATE_MARK = {"finished": "✓", "failed": "✗", "crashed": "✗", "killed": "■", "skipped": "·"}
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
 def _value(value: float | None) -> str:

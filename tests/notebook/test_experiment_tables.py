@@ -104,3 +104,18 @@ def test_the_summary_says_how_far_runs_got_when_they_stopped_short_of_their_epoc
     write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
     log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
     assert log.count("- Epochs: 10\n") == 1  # f's runs went the whole way: nothing added
+
+
+def test_the_summary_reports_the_runners_wall_time_and_what_lies_outside_the_runs(tmp_path):
+    store = open_store()
+    for seed, (wall, outside) in enumerate([(900.0, 25.0), (940.0, 29.0)]):
+        add_run(store, f"r{seed}", experiment="e", variant="a", seed=seed, config={"lr": 0.1}, start=T0 + seed,
+                acc=0.7, extra_summary={"runner/wall_s": wall, "runner/outside_run_s": outside})
+    add_run(store, "by_hand", experiment="f", variant="a", seed=0, config={"lr": 0.1}, start=T0 + 5, acc=0.7)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
+    line = "- Runner: 15m20s wall per run, 27s of it outside the run (process start, imports, data, model build) (mean of 2)"
+    assert line in log.splitlines()
+    assert log.count("- Runner:") == 1  # f's run was not started by labfolio run
+    note = (tmp_path / "vault" / "experiments" / "e" / "experiment.md").read_text(encoding="utf-8")
+    assert "runner/wall_s" not in note  # bookkeeping, not a result column

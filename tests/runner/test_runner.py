@@ -40,6 +40,17 @@ def test_command_gets_the_config_as_a_json_file_and_as_flags_and_its_labels_from
     assert len(labfolio.open_store().history(record.run_id)["train/loss"].steps) == 4
 
 
+def test_each_run_records_its_wall_time_in_the_runner_and_the_part_outside_its_own_span(write_spec):
+    report = run(toy_spec(write_spec))
+    for task in report.tasks:
+        record = labfolio.open_store().get_run(task.run_id)
+        wall, outside = record.summary["runner/wall_s"].value, record.summary["runner/outside_run_s"].value
+        span = record.ended_at - record.started_at
+        assert wall == pytest.approx(task.ended_at - task.launched_at, abs=0.01)
+        assert 0 < span <= wall and outside == pytest.approx(wall - span, abs=0.02)
+        assert outside > 0.05  # a new Python process importing labfolio takes a while before init()
+
+
 def test_resume_skips_finished_runs_and_reruns_when_the_config_changed(write_spec):
     path = toy_spec(write_spec)
     first = run(path)

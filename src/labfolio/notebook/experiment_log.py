@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .context import Context
-from .mdtext import dump_frontmatter, format_date, format_datetime, render_table, strip_blank_edges
+from .mdtext import dump_frontmatter, format_date, format_datetime, format_duration, render_table, strip_blank_edges
 from .results import experiment_status, previous_diff, status_label, variant_order
 from .sections import (FRONTMATTER_COMMENT, Layout, ParsedNote, Slot, parse_note, render_sections,
                        with_human_frontmatter)
@@ -108,6 +108,22 @@ def _epochs_reached(runs) -> str:
     return f" (reached {', '.join(f'{value:.3g}' for value in sorted(set(short)))})" if short else ""
 
 
+def _runner_time(runs) -> str | None:
+    """"- Runner: 15m19s wall per run, 27s of it outside the run (mean of 4)" from what
+    `labfolio run` recorded (runner/wall_s, runner/outside_run_s); None for runs it did not start."""
+    def mean_of(key: str) -> tuple[float, int] | None:
+        values = [v for r in runs if key in r.summary and isinstance(v := r.summary[key].value, (int, float))]
+        return (sum(values) / len(values), len(values)) if values else None
+
+    wall, outside = mean_of("runner/wall_s"), mean_of("runner/outside_run_s")
+    if wall is None:
+        return None
+    text = f"- Runner: {format_duration(wall[0])} wall per run"
+    if outside is not None:
+        text += f", {format_duration(outside[0])} of it outside the run (process start, imports, data, model build)"
+    return text + f" (mean of {wall[1]})"
+
+
 def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     """The generated summary: datetime, runs, seeds, data, epochs, git, machine, speed."""
     runs = [*exp.runs, *exp.eval_runs]
@@ -141,6 +157,9 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     lines.append(f"- Git: {', '.join(g for g in gits if g != '--') or '--'}")
     lines.append(f"- Machine: {', '.join(m for m in machines if m != '--') or '--'}")
     lines.append(f"- Speed: {speed}")
+    runner_line = _runner_time(exp.runs)
+    if runner_line:
+        lines.append(runner_line)
     return lines
 
 

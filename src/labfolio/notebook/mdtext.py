@@ -36,6 +36,7 @@ __all__ = [
     "safe_name",
     "format_datetime",
     "format_date",
+    "format_duration",
     "parse_datetime",
     "fenced_lines",
     "strip_blank_edges",
@@ -287,6 +288,16 @@ def safe_name(name: str) -> str:
     """A file or folder name for `name`: path separators and characters Obsidian rejects replaced."""
     text = re.sub(r'[\\/:*?"<>|#^\[\]\x00-\x1f]', "_", name.strip()) or "_"
     return text.lstrip(".") or "_"
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration as the runner prints it: 45s, 15m19s, 2h05m ("-" for none)."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
 def format_datetime(ts: float | None) -> str:

@@ -53,7 +53,7 @@ _MAX_IMPORTED_METRICS = 16
 _PREFERRED_PREFIXES = ("test/", "val/", "valid/", "validation/", "eval/", "test_", "val_", "eval_")
 _NOT_RESULTS = re.compile(
     r"(^|[/_.])(lr|learning_rate|step|steps|epoch|epochs|time|runtime|_runtime|timestamp)$"
-    r"|_per_s$|^(sys|system|gpu|cpu|mem|memory)[/_.]|grad_norm|^lr[/_]", re.I)
+    r"|_per_s$|^(sys|system|gpu|cpu|mem|memory|runner)[/_.]|grad_norm|^lr[/_]", re.I)
 
 
 def values_as_written(run: RunRecord) -> dict[str, str]:
