@@ -122,6 +122,32 @@ def test_a_snapshot_without_checkpoints_leaves_them_in_the_store_and_says_so(tmp
     _same_store(open_store(str(store)), open_store(str(tmp_path / "copy")), run_ids)
 
 
+def test_a_compacted_snapshot_holds_the_same_points_in_fewer_rows_in_one_file(tmp_path):
+    store = tmp_path / "src"
+    run_ids = _log_runs(store)  # finished, so already compact
+    run = labfolio.init(experiment="exp", variant="live", seed=0, store=str(store), vigilance=False)
+    source = open_store(str(store))
+    for step in range(300):  # written batch by batch, as a live run's drainer leaves them
+        run.log({"loss": 1.0 / (step + 1)}, step=step)
+        run.flush()
+
+    def chunk_rows(db):
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM metric_chunks").fetchone()[0]
+
+    report = snapshot_store(resolve_store(str(store)), tmp_path / "copy", compact=True)
+    assert report.chunks_merged > 200 and report.running == [run.id]
+    assert chunk_rows(tmp_path / "copy" / "labfolio.db") < chunk_rows(store / "labfolio.db") - 200
+    assert sorted(os.listdir(tmp_path / "copy")) == ["artifacts", "journal", "labfolio.db"]
+    assert _integrity(tmp_path / "copy" / "labfolio.db") == [("ok",)]
+    copy = open_store(str(tmp_path / "copy"))
+    _same_store(source, copy, run_ids)
+    live, copied = source.history(run.id)["loss"], copy.history(run.id)["loss"]  # the copy marks it crashed
+    assert copied.steps.tolist() == live.steps.tolist() == list(range(300))
+    assert copied.values.tolist() == live.values.tolist()
+    run.finish(quiet=True)
+
+
 def test_the_copied_database_is_one_self_contained_file(tmp_path):
     store = tmp_path / "src"
     _log_runs(store)

@@ -262,3 +262,48 @@ def test_non_finite_config_values_are_stored_as_strings_whatever_wrote_them(stor
             assert conn.execute(text("SELECT CAST(config AS jsonb) ->> 'lr' FROM runs "
                                      "WHERE run_id = 'imported'")).scalar() == "nan"
     assert "NaN" not in raw and "Infinity" not in raw
+
+
+def test_a_finishing_run_merges_its_small_chunks_and_every_read_returns_the_same_points(store_url):
+    from sqlalchemy import func, select
+
+    from labfolio.store import schema as t
+    from labfolio.store.compact import TARGET_POINTS
+    from labfolio.web.series import read_series
+
+    store = open_store(store_url)
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(1500, 2))
+    values[1234, 0] = math.nan
+    values[777, 0] = 50.0  # a spike
+    store.write_batch(Batch(run_id="r1", events=[_start()]))
+    position = 0
+    for step in range(1500):  # one drain per logged step, as a live run's drainer leaves them
+        store.write_batch(Batch(run_id="r1", events=[], **_points(["loss", "acc"], [step, step], values[step],
+                                                                   seq0=position)))
+        position += 2
+    other = open_store(store_url)
+    before = other.history("r1")
+    charts_before = read_series(other, ["r1"], "loss", envelope=False)
+
+    def rows(table):
+        with store.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(table)).scalar()
+
+    assert rows(t.metric_chunks) == rows(t.metric_envelopes) == 3000
+    store.write_batch(Batch(run_id="r1", events=[{"type": "finish", "state": "finished"}]))
+    # 1,500 points per key in chunks of at most TARGET_POINTS, each with its envelope
+    assert rows(t.metric_chunks) == rows(t.metric_envelopes) == 2 * math.ceil(1500 / TARGET_POINTS)
+    after = other.history("r1")
+    assert after.keys() == before.keys()
+    for key in before:
+        np.testing.assert_array_equal(after[key].steps, before[key].steps)
+        np.testing.assert_array_equal(after[key].values, before[key].values)  # the NaN included
+        np.testing.assert_array_equal(after[key].times, before[key].times)
+    charts_after = read_series(other, ["r1"], "loss", envelope=False)
+    np.testing.assert_array_equal(charts_after["r1"][1], charts_before["r1"][1])
+    envelope = read_series(other, ["r1"], "loss", envelope=True)["r1"][1]
+    assert len(envelope) < 1500 / 8  # the merged chunks' envelopes are small again
+    assert np.nanmax(envelope) == np.nanmax(values[:, 0]) and np.isnan(envelope).any()  # spikes and gaps survive
+    assert store.compact_points("r1") == 0  # already compact: nothing written
+    assert store.get_run("r1").state == "finished"

@@ -24,6 +24,8 @@ def snapshot_command(
     checkpoints: bool = typer.Option(True, "--checkpoints/--no-checkpoints",
                                      help="Copy killed runs' checkpoints (model and optimizer state, often "
                                           "most of the size); leave them out for a copy that is only read."),
+    compact: bool = typer.Option(False, "--compact", help="Merge the copy's small metric chunks and shrink it: "
+                                                          "the same points, often several times smaller."),
 ):
     """Copy a SQLite store safely while runs may still write to it: database, journals, artifacts, runner logs."""
     from .settings import resolve_store
@@ -32,13 +34,15 @@ def snapshot_command(
     location = resolve_store(store)
     shown = console()
     with shown.status("Taking a snapshot…") as status:
-        report = snapshot_store(location, out, progress=status.update, checkpoints=checkpoints)
+        report = snapshot_store(location, out, progress=status.update, checkpoints=checkpoints, compact=compact)
     lines = [escape(f"Snapshot of {report.source} written to {report.out}"),
              f"{report.runs} run(s), {report.journals} journal(s), {report.artifacts} artifact file(s): "
              f"{format_bytes(report.size_bytes)} in {report.seconds:.1f} s"]
     if report.running:
         lines.append(f"{len(report.running)} run(s) were still running: the copy holds them as they were, "
                      "and marks them crashed when it is first opened")
+    if report.chunks_merged:
+        lines.append(f"{report.chunks_merged:,} metric chunk row(s) merged away: the same points in fewer rows")
     if report.checkpoints_left_out:
         lines.append(f"{report.checkpoints_left_out} checkpoint(s) left out: a killed run resumed from this copy "
                      "starts over")

@@ -64,6 +64,7 @@ class SnapshotReport:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     checkpoints_left_out: int = 0  # checkpoint files not copied (snapshot_store(checkpoints=False))
+    chunks_merged: int = 0  # metric chunk rows merged away (snapshot_store(compact=True))
 
 
 def _source_database(location: StoreLocation) -> Path:
@@ -229,8 +230,31 @@ def _folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path, _, is_dir in _walk(folder) if not is_dir)
 
 
+def _compact_copy(stage: Path) -> int:
+    """Merge every run's small metric chunks in the copied database, then shrink the file; returns
+    the rows merged away. The copy's reads return the same points (see ``store/compact.py``)."""
+    from .store import open_store
+
+    store = open_store(str(stage), recover=False)  # the copy's journals are replayed when it is opened for use
+    try:
+        merged = sum(store.compact_points(run.run_id) for run in store.list_runs(with_summary=False))
+    finally:
+        store.close()
+    database = stage / SQLITE_FILENAME
+    try:
+        with closing(sqlite3.connect(database)) as conn:
+            conn.execute("PRAGMA journal_mode=DELETE").fetchall()  # one self-contained file again
+            conn.execute("VACUUM")
+    except sqlite3.Error as exc:
+        raise StoreError(f"could not shrink the copied database {database}: {exc}") from exc
+    for leftover in ("-wal", "-shm"):
+        Path(f"{database}{leftover}").unlink(missing_ok=True)
+    return merged
+
+
 def snapshot_store(location: StoreLocation, out: str | os.PathLike,
-                   progress: Callable[[str], None] | None = None, checkpoints: bool = True) -> SnapshotReport:
+                   progress: Callable[[str], None] | None = None, checkpoints: bool = True,
+                   compact: bool = False) -> SnapshotReport:
     """Copy the SQLite store at ``location`` to ``out``, consistently, while it may be in use.
 
     ``out`` ending in ``.tar.xz``, ``.tar.gz`` or ``.tar`` is one archive whose top folder is
@@ -239,6 +263,8 @@ def snapshot_store(location: StoreLocation, out: str | os.PathLike,
     ``progress(message)`` hears what is being copied. ``checkpoints=False`` leaves ``checkpoints/``
     out: a resumable run's checkpoint is its model and optimizer state, often far larger than
     everything else, and a copy made to read results (the notebook) does not need it.
+    ``compact=True`` merges the copy's small metric chunks (a live run leaves one per key and
+    drain) and shrinks its file: the same points, often several times smaller.
     """
     started = time.monotonic()
     say = progress or (lambda message: None)
@@ -259,6 +285,10 @@ def snapshot_store(location: StoreLocation, out: str | os.PathLike,
         say("Checking the copied database…")
         runs, running = _check_database(stage / SQLITE_FILENAME, source)
         warnings = _check_journals(stage / "journal", stage / SQLITE_FILENAME)
+        merged = 0
+        if compact:
+            say("Merging small metric chunks…")
+            merged = _compact_copy(stage)
         say("Copying runner logs and checkpoints…" if checkpoints else "Copying runner logs…")
         if (location.home / "runner").is_dir():
             _copy_folder(location.home / "runner", stage / "runner")
@@ -289,7 +319,7 @@ def snapshot_store(location: StoreLocation, out: str | os.PathLike,
         raise
     return SnapshotReport(source=location.describe(), out=out, runs=runs, running=running, journals=journals,
                           artifacts=artifacts, size_bytes=size, seconds=time.monotonic() - started,
-                          warnings=warnings, checkpoints_left_out=left_out)
+                          warnings=warnings, checkpoints_left_out=left_out, chunks_merged=merged)
 
 
 def format_bytes(size: float) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..errors import RunNotFoundError, StoreError, StoreUnavailableError
 from ..settings import StoreLocation
 from . import schema as t
 from .batch import Batch, BatchResult, finite_json
+from .compact import merged_chunks
 from .envelope import envelope_rows
 from .migrate import ensure_schema
 from .records import AlertRecord, ArtifactRecord, MetricHistory, RunRecord, SummaryEntry
@@ -155,7 +157,42 @@ class SQLStore:
             raise StoreError(f"write to the store at {self.location.describe()} failed: {exc}") from exc
 
     def write_batch(self, batch: Batch) -> BatchResult:
-        """Apply one batch in one transaction. The only way data enters the store."""
+        """Apply one batch in one transaction. The only way data enters the store.
+
+        A batch that finishes its run then merges the run's small metric chunks (`compact_points`),
+        in a transaction of its own: a failure there leaves the points as they were and the
+        finish recorded."""
+        result = self._apply_batch(batch)
+        if result.applied and batch.run_id is not None and any(ev.get("type") == "finish" for ev in batch.events):
+            try:
+                self.compact_points(batch.run_id)
+            except StoreError as exc:
+                warnings.warn(f"labfolio: could not merge the metric chunks of {batch.run_id} (its points are "
+                              f"kept as they were): {exc}", RuntimeWarning, stacklevel=2)
+        return result
+
+    def compact_points(self, run_id: str) -> int:
+        """Merge a run's small metric chunks into chunks of up to ``compact.TARGET_POINTS`` points,
+        with their envelopes (see ``store/compact.py``); returns how many rows were merged away.
+        Every read returns the same points afterwards."""
+        with self._writing() as conn:
+            run_pk = self._run_pk(conn, run_id)
+            if run_pk is None:
+                raise RunNotFoundError(f"no run {run_id!r} in {self.location.describe()}")
+            chunks = [dict(row) for row in conn.execute(
+                select(t.metric_chunks).where(t.metric_chunks.c.run_pk == run_pk)).mappings()]
+            merged, replaced = merged_chunks(chunks)
+            if not merged:
+                return 0
+            for table in (t.metric_chunks, t.metric_envelopes):
+                for key_id, low, high, _rows in replaced:
+                    conn.execute(delete(table).where(table.c.run_pk == run_pk, table.c.key_id == key_id,
+                                                     table.c.first_seq >= low, table.c.first_seq <= high))
+            conn.execute(insert(t.metric_chunks), merged)
+            conn.execute(insert(t.metric_envelopes), envelope_rows(merged))
+            return sum(rows for *_range, rows in replaced) - len(merged)
+
+    def _apply_batch(self, batch: Batch) -> BatchResult:
         now = time.time()
         with self._writing() as conn:
             run_row = None
