@@ -179,8 +179,15 @@ class SQLStore:
             run_pk = self._run_pk(conn, run_id)
             if run_pk is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.location.describe()}")
+            # only keys with several chunks can merge: a run written in one batch reads no points
+            keys = [row[0] for row in conn.execute(
+                select(t.metric_chunks.c.key_id).where(t.metric_chunks.c.run_pk == run_pk)
+                .group_by(t.metric_chunks.c.key_id).having(func.count() > 1))]
+            if not keys:
+                return 0
             chunks = [dict(row) for row in conn.execute(
-                select(t.metric_chunks).where(t.metric_chunks.c.run_pk == run_pk)).mappings()]
+                select(t.metric_chunks).where(t.metric_chunks.c.run_pk == run_pk,
+                                              t.metric_chunks.c.key_id.in_(keys))).mappings()]
             merged, replaced = merged_chunks(chunks)
             if not merged:
                 return 0
