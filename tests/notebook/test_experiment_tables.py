@@ -99,6 +99,9 @@ def test_the_summary_says_how_far_runs_got_when_they_stopped_short_of_their_epoc
     write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
     log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
     assert "- Epochs: 10 (reached 3.5)\n" in log
+    master = (tmp_path / "vault" / "Master Experiment Log.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[2].strip(" `"): line for line in master.splitlines() if line.startswith("| 20")}
+    assert "| 3.5 of 10 ep |" in rows["killed"] and "| 10 ep |" in rows["whole"]
     add_run(store, "whole_2", experiment="f", variant="a", seed=0, config={"epochs": 10}, start=T0 + 2, acc=0.7,
             extra_summary={"epoch": 10.0})
     write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)

@@ -18,7 +18,7 @@ from .mdtext import dump_frontmatter, format_date, format_datetime, format_durat
 from .results import experiment_status, previous_diff, status_label, variant_order
 from .sections import (FRONTMATTER_COMMENT, Layout, ParsedNote, Slot, parse_note, render_sections,
                        with_human_frontmatter)
-from .snapshot import ExperimentInfo, config_lookup, is_imported, run_git, run_speed
+from .snapshot import EPOCH_NAMES, ExperimentInfo, config_lookup, epochs_short, is_imported, run_git, run_speed
 
 __all__ = [
     "ENTRY_LAYOUT",
@@ -96,16 +96,9 @@ def _join_counts(names: Sequence[str]) -> str:
 
 
 def _epochs_reached(runs) -> str:
-    """" (reached 1.03, 2)" when some run logged an ``epoch`` short of the epochs its config asks
-    for (a step cap, a killed run), so that the configured number is not read as what ran."""
-    short = []
-    for run in runs:
-        planned = config_lookup(run.config, ("epochs", "n_epochs", "num_epochs", "max_epochs", "train.epochs"))
-        entry = run.summary.get("epoch")
-        reached = None if entry is None else entry.max if entry.max is not None else entry.value
-        if isinstance(planned, (int, float)) and isinstance(reached, (int, float)) and reached < planned - 1e-6:
-            short.append(reached)
-    return f" (reached {', '.join(f'{value:.3g}' for value in sorted(set(short)))})" if short else ""
+    """" (reached 1.03, 2)" when some runs stopped short of their planned epochs (`epochs_short`)."""
+    short = sorted({value for run in runs if (value := epochs_short(run)) is not None})
+    return f" (reached {', '.join(f'{value:.3g}' for value in short)})" if short else ""
 
 
 def _runner_time(runs) -> str | None:
@@ -143,8 +136,7 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     lines.append(f"- Seeds: {', '.join(str(s) for s in seeds) if seeds else '--'}")
     data = sorted({str(v) for r in exp.runs if (v := config_lookup(r.config, ("data", "dataset", "data.name",
                                                                                "dataset_name", "task"))) is not None})
-    epochs = sorted({str(v) for r in exp.runs if (v := config_lookup(r.config, ("epochs", "n_epochs", "num_epochs",
-                                                                                 "max_epochs", "train.epochs"))) is not None})
+    epochs = sorted({str(v) for r in exp.runs if (v := config_lookup(r.config, EPOCH_NAMES)) is not None})
     steps = sorted({r.last_step + 1 for r in exp.runs if r.last_step is not None})
     lines.append(f"- Data: {', '.join(data) if data else '--'}")
     if epochs:

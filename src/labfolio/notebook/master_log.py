@@ -20,7 +20,7 @@ from .context import Context
 from .mdtext import clean_cell, format_date, format_number_text, match_heading, render_table
 from .results import key_metrics
 from .sections import FRONTMATTER_COMMENT, Layout, Slot, render_note, with_human_frontmatter
-from .snapshot import config_lookup, imported_cells, is_imported, run_git, run_speed
+from .snapshot import config_lookup, epochs_short, imported_cells, is_imported, run_git, run_speed
 from .variant_note import key_scores
 
 __all__ = [
@@ -106,7 +106,8 @@ def _architecture(run) -> str:
 def _epochs(run) -> str:
     epochs = config_lookup(run.config, ("epochs", "n_epochs", "num_epochs", "max_epochs"))
     if epochs is not None:
-        return f"{epochs} ep"
+        short = epochs_short(run)
+        return f"{short:.3g} of {epochs} ep" if short is not None else f"{epochs} ep"
     return f"{run.last_step + 1} steps" if run.last_step is not None else "--"
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "run_git",
     "run_speed",
     "config_lookup",
+    "EPOCH_NAMES",
+    "epochs_short",
 ]
 
 PROJECT_OWNER = ""  # owner of project-scope note fields: one vault per store
@@ -267,6 +269,19 @@ def run_git(run: RunRecord) -> str:
     if tags:
         text = (text + " " if text else "") + " ".join(str(t) for t in tags)
     return text or "--"
+
+
+EPOCH_NAMES = ("epochs", "n_epochs", "num_epochs", "max_epochs", "train.epochs")  # config keys that plan epochs
+
+
+def epochs_short(run: RunRecord) -> float | None:
+    """The ``epoch`` a run logged last when it is short of the epochs its config plans (a step
+    cap, a killed run), else None: so that the planned number is not read as what ran."""
+    planned = config_lookup(run.config, EPOCH_NAMES)
+    entry = run.summary.get("epoch")
+    reached = None if entry is None else entry.max if entry.max is not None else entry.value
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (planned, reached))
+    return float(reached) if numbers and reached < planned - 1e-6 else None
 
 
 def run_speed(run: RunRecord) -> float | None:
