@@ -62,11 +62,12 @@ class TrainStep:
 class GraphedTrainStep(TrainStep):
     """`TrainStep` captured as one CUDA graph at its first call and replayed after that.
 
-    The optimizer must be capturable with a tensor learning rate (`graph_ready_optimizer`), so
-    that a replay updates the weights in place at the step's learning rate. The first call runs
-    a few eager warm-up steps on a side stream (compiling the model and allocating the AdamW
-    state, as capture requires) and then puts the weights and the optimizer state back as they
-    were, so those steps leave no trace in training; then it captures and replays. The batch is
+    The optimizer must be capturable with a tensor learning rate (``make_optimizer(...,
+    capturable=True)``), so that a replay updates the weights in place at the step's learning
+    rate. The first call runs a few eager warm-up steps on a side stream (compiling the model and
+    allocating the AdamW state, as capture requires) and then puts the weights, buffers and
+    optimizer state back as they were, so those steps leave no trace in training; then it
+    captures and replays. The batch is
     copied into the graph's input buffers at every step, so every batch must have the shape
     and dtype of the first (the recipes drop the last partial batch). The returned loss and
     norm are copies: the graph overwrites its own outputs at the next replay.
@@ -83,6 +84,7 @@ class GraphedTrainStep(TrainStep):
     def _capture(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         self.static_inputs, self.static_targets = inputs.clone(), targets.clone()
         weights = [p.detach().clone() for p in self.model.parameters()]
+        buffers = [b.detach().clone() for b in self.model.buffers()]
         state_before = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
                         for p, state in self.optimizer.state.items()}
         side = torch.cuda.Stream()
@@ -94,6 +96,8 @@ class GraphedTrainStep(TrainStep):
         with torch.no_grad():
             for param, weight in zip(self.model.parameters(), weights):
                 param.copy_(weight)
+            for buffer, saved in zip(self.model.buffers(), buffers):
+                buffer.copy_(saved)
             for param, state in self.optimizer.state.items():
                 before = state_before.get(id(param))
                 for key, value in state.items():
