@@ -153,20 +153,22 @@ class Spec:
 
         cfg = config_from_mapping(cls, values, f"{self.path or 'spec'}: variant {variant}")
         if smoke:
-            module = importlib.import_module(RECIPES[self.recipe].module)
-            preset = {k: v for k, v in getattr(module, "SMOKE", {}).items()}
-            cfg = config_from_mapping(cls, preset, "the recipe's --smoke preset", base=cfg)
+            cfg = config_from_mapping(cls, dict(self.smoke_preset()), "the recipe's --smoke preset", base=cfg)
             cfg = config_from_mapping(cls, self.smoke_over_preset(), f"{self.path or 'spec'}: smoke", base=cfg)
         return dataclasses.asdict(cfg)
+
+    def smoke_preset(self) -> dict[str, Any]:
+        """The recipe's ``--smoke`` preset (``SMOKE`` in its module); {} for a command spec."""
+        if not self.recipe:
+            return {}
+        return getattr(importlib.import_module(RECIPES[self.recipe].module), "SMOKE", {})
 
     def smoke_over_preset(self) -> dict[str, Any]:
         """The spec's ``smoke:`` values for keys the recipe's smoke preset also sets: they win over
         the preset (the child gets them as flags after ``--smoke``). The others reach the child in
         its config file, under the preset, so that a preset that reads them (the lm recipe takes
         its own text file when ``text`` is "") still can."""
-        if not self.recipe:
-            return {}
-        preset = getattr(importlib.import_module(RECIPES[self.recipe].module), "SMOKE", {})
+        preset = self.smoke_preset()
         return {key: value for key, value in self.smoke.items() if key in preset}
 
     def plan(self, *, smoke: bool = False) -> list[PlannedRun]:
@@ -537,7 +539,7 @@ def smoke_warnings(spec: Spec) -> list[str]:
     those variants' own settings (e.g. a head count that does not divide the real width)."""
     if not spec.recipe:
         return []
-    preset = getattr(importlib.import_module(RECIPES[spec.recipe].module), "SMOKE", {})
+    preset = spec.smoke_preset()
     kept = spec.smoke_over_preset()  # the spec's own smoke values, which win over the preset
     twins: dict[str, list[str]] = {}
     for planned in spec.plan(smoke=True):
