@@ -307,3 +307,29 @@ def test_a_finishing_run_merges_its_small_chunks_and_every_read_returns_the_same
     assert np.nanmax(envelope) == np.nanmax(values[:, 0]) and np.isnan(envelope).any()  # spikes and gaps survive
     assert store.compact_points("r1") == 0  # already compact: nothing written
     assert store.get_run("r1").state == "finished"
+
+
+def test_a_run_marked_crashed_merges_its_chunks_and_a_run_still_running_keeps_them(store_url):
+    from sqlalchemy import func, select
+
+    from labfolio.store import schema as t
+
+    store = open_store(store_url)
+    for run_id in ("died", "alive"):
+        store.write_batch(Batch(run_id=run_id, events=[_start()]))
+        for step in range(40):
+            store.write_batch(Batch(run_id=run_id, events=[], **_points(["loss"], [step], [float(step)], seq0=step)))
+
+    def chunks(run_id):
+        with store.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(t.metric_chunks).join(
+                t.runs, t.runs.c.pk == t.metric_chunks.c.run_pk).where(t.runs.c.run_id == run_id)).scalar()
+
+    # what `labfolio sync` writes for a run whose process died
+    store.write_batch(Batch(run_id="died", events=[{"type": "state", "state": "crashed",
+                                                    "exit_reason": "no heartbeat for more than 120 s"}]))
+    store.write_batch(Batch(run_id="alive", events=[{"type": "state", "state": "running"}]))
+    assert (chunks("died"), chunks("alive")) == (1, 40)
+    history = store.history("died")["loss"]
+    assert history.steps.tolist() == list(range(40)) and history.values.tolist() == [float(s) for s in range(40)]
+    assert store.get_run("died").state == "crashed"

@@ -31,6 +31,13 @@ from .records import AlertRecord, ArtifactRecord, MetricHistory, RunRecord, Summ
 __all__ = ["SQLStore", "RUN_STATES"]
 
 RUN_STATES = ("running", "finished", "failed", "crashed", "killed")
+_ENDED_STATES = frozenset(RUN_STATES) - {"running"}
+
+
+def _ends_run(batch: Batch) -> bool:
+    """Whether the batch finishes its run or moves it to an ended state."""
+    return any(ev.get("type") == "finish" or (ev.get("type") == "state" and ev.get("state") in _ENDED_STATES)
+               for ev in batch.events)
 _BUSY_TIMEOUT_MS = 60_000
 
 
@@ -159,11 +166,12 @@ class SQLStore:
     def write_batch(self, batch: Batch) -> BatchResult:
         """Apply one batch in one transaction. The only way data enters the store.
 
-        A batch that finishes its run then merges the run's small metric chunks (`compact_points`),
-        in a transaction of its own: a failure there leaves the points as they were and the
-        finish recorded."""
+        A batch that ends its run (it finishes, or it marks the run crashed, killed or failed, as
+        ``labfolio sync`` does for a run whose process died) then merges the run's small metric
+        chunks (`compact_points`), in a transaction of its own: a failure there leaves the points
+        as they were and the end recorded."""
         result = self._apply_batch(batch)
-        if result.applied and batch.run_id is not None and any(ev.get("type") == "finish" for ev in batch.events):
+        if result.applied and batch.run_id is not None and _ends_run(batch):
             try:
                 self.compact_points(batch.run_id)
             except StoreError as exc:
