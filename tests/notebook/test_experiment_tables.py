@@ -122,3 +122,34 @@ def test_the_summary_reports_the_runners_wall_time_and_what_lies_outside_the_run
     assert log.count("- Runner:") == 1  # f's run was not started by labfolio run
     note = (tmp_path / "vault" / "experiments" / "e" / "experiment.md").read_text(encoding="utf-8")
     assert "runner/wall_s" not in note  # bookkeeping, not a result column
+
+
+def test_a_pilot_of_single_runs_says_insufficient_seeds_once_in_table_order_and_each_variant_note_keeps_its_deltas(tmp_path):
+    store = open_store()
+    names = ("strong", "timm", "light", "wide")
+    for offset, variant in enumerate(names):
+        add_run(store, f"{variant}_s0", experiment="pilot", variant=variant, seed=0,
+                config={"lr": 0.1, "recipe": variant, "seed": 0}, start=T0 + offset, acc=0.6 + 0.05 * offset)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    folder = tmp_path / "vault" / "experiments" / "pilot"
+    note = (folder / "experiment.md").read_text(encoding="utf-8")
+    verdicts = [line for line in note.splitlines() if "insufficient seeds" in line]
+    assert len(verdicts) == 1, verdicts
+    line = verdicts[0]
+    assert line.startswith("- vs strong: **insufficient seeds** for 3 variants (baseline n=1;")
+    # in the table's order, each with its delta of one metric
+    assert line.index("timm (n=1) +0.05") < line.index("light (n=1) +0.10") < line.index("wide (n=1) +0.15")
+    variant_note = (folder / "variants" / "light.md").read_text(encoding="utf-8")
+    assert "- vs strong: **insufficient seeds** (n=1 vs baseline n=1;" in variant_note
+    assert "deltas: " in variant_note
+
+
+def test_two_variants_without_enough_seeds_keep_a_line_each(tmp_path):
+    store = open_store()
+    for offset, variant in enumerate(("v1", "v2", "v3")):
+        add_run(store, f"{variant}_s0", experiment="e", variant=variant, seed=0,
+                config={"lr": 0.1 * (offset + 1), "seed": 0}, start=T0 + offset, acc=0.6)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    note = (tmp_path / "vault" / "experiments" / "e" / "experiment.md").read_text(encoding="utf-8")
+    verdicts = [line for line in note.splitlines() if "insufficient seeds" in line]
+    assert [line.split(":")[0] for line in verdicts] == ["- v2", "- v3"]

@@ -143,6 +143,34 @@ def _variants_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     return lines
 
 
+# From this many variants without a verdict for want of seeds (a pilot of single runs), the note
+# says so once instead of once per variant; each variant note still lists all its deltas.
+_GROUPED_INSUFFICIENT = 3
+
+
+def verdict_bullets(verdict_lines: list[dict], order: list[str]) -> list[str]:
+    """The results section's verdict bullets, in the table's variant order."""
+    rank = {variant: index for index, variant in enumerate(order)}
+    verdicts = sorted(verdict_lines, key=lambda c: rank.get(c["variant"], len(rank)))
+    unjudged = [c for c in verdicts if c.get("insufficient")]
+    if len(unjudged) < _GROUPED_INSUFFICIENT:
+        return [f"- {c['variant']}: {c['text']}" for c in verdicts]
+    lines = [f"- {c['variant']}: {c['text']}" for c in verdicts if not c.get("insufficient")]
+    by_baseline: dict[tuple, list[dict]] = {}
+    for verdict in unjudged:
+        facts = verdict["insufficient"]
+        by_baseline.setdefault((facts["baseline"], facts["baseline_n"]), []).append(verdict)
+    for (baseline, baseline_n), group in by_baseline.items():
+        metric = group[0]["insufficient"]["deltas"][0][0]
+        deltas = ", ".join(
+            f"{c['variant']} (n={c['insufficient']['n']}) {dict(c['insufficient']['deltas']).get(metric, '--')}"
+            for c in group)
+        lines.append(
+            f"- vs {baseline}: **insufficient seeds** for {len(group)} variants (baseline n={baseline_n}; a verdict "
+            f"needs at least 2 runs on each side). {metric} deltas: {deltas}. Each variant note lists all its deltas.")
+    return lines
+
+
 def _results_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     result = ctx.results(exp)
     metrics = result["metrics"]
@@ -156,7 +184,7 @@ def _results_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
             rows.append([label, str(info["n"]), *[info["cells"].get(m, "--") for m in metrics]])
         lines += render_table(header, rows)
         if result["verdict_lines"]:
-            lines += ["", *[f"- {c['variant']}: {c['text']}" for c in result["verdict_lines"]]]
+            lines += ["", *verdict_bullets(result["verdict_lines"], variant_order(result, exp))]
         for message in result["lucky"]:
             lines.append(f"- ⚠️ {message}")
         if result["excluded"]:

@@ -360,7 +360,9 @@ def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
             deltas = ", ".join(f"{e['metric']} {e['delta']}" for e in entries)
             result["verdict_lines"].append({"variant": variant, "text": (
                 f"vs {first.baseline_variant}: **insufficient seeds** (n={first.candidate.n} vs baseline "
-                f"n={first.baseline.n}; at least 2 on each side are needed for a verdict); deltas: {deltas}")})
+                f"n={first.baseline.n}; at least 2 on each side are needed for a verdict); deltas: {deltas}"),
+                "insufficient": {"baseline": first.baseline_variant, "n": first.candidate.n,
+                                 "baseline_n": first.baseline.n, "deltas": [[e["metric"], e["delta"]] for e in entries]}})
         else:
             result["verdict_lines"] += [{"variant": variant, "text": e["text"]} for e in entries]
     result["lucky"] = [lucky.message for lucky in report.lucky_runs]
