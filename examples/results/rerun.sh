@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Rerun the reference study on one GPU machine, detached from the shell that starts it, and pack
+# its store to bring it back. Each spec gets its own `labfolio run`, started in a new session so
+# that it outlives the shell (an ssh logout, a time-limited remote command); all of them log into
+# one store, and `pack` copies that store consistently while runs may still be writing.
+#
+#   examples/results/rerun.sh start [SPEC...]   one detached runner per spec (default: $STUDY)
+#   examples/results/rerun.sh status            the store's runs, GPU load, each runner's last lines
+#   examples/results/rerun.sh wait SECONDS      wait until every runner has ended or SECONDS passed
+#   examples/results/rerun.sh stop              Ctrl-C every runner (their runs are marked killed,
+#                                               what they logged is kept) and wait for them to end
+#   examples/results/rerun.sh pack DEST         DEST/store.tar.xz: no checkpoints, compacted; with
+#                                               SPLIT_MB=N, parts of N MiB (cat DEST/store.tar.xz.part_* > store.tar.xz);
+#                                               and DEST/rerun.tar.xz: the runners' output and GPU samples
+#
+# Environment: STORE (study_store), GPUS (0), RUNS_PER_GPU (4), SEEDS (0,1), LABFOLIO_DATA_DIR
+# (.devdata: the folder holding cifar10-jpeg-q75.tar.xz, or the official CIFAR-10 tarball, and
+# tinyshakespeare.txt), LABFOLIO (the labfolio command), SPLIT_MB (0: one file), RUN_ARGS (more
+# `labfolio run` options, e.g. "--smoke" with GPUS=none to try the whole cycle on a CPU in a minute).
+set -euo pipefail
+
+STORE=${STORE:-study_store}
+GPUS=${GPUS:-0}
+RUNS_PER_GPU=${RUNS_PER_GPU:-4}
+SEEDS=${SEEDS:-0,1}
+SPLIT_MB=${SPLIT_MB:-0}
+read -r -a RUN_ARGS <<< "${RUN_ARGS:-}"
+LABFOLIO=${LABFOLIO:-labfolio}
+export LABFOLIO_DATA_DIR=${LABFOLIO_DATA_DIR:-.devdata}
+STUDY=${STUDY:-"examples/results/specs/gpt_shakespeare_mhc.yaml examples/cifar10_003.yaml examples/cifar10_004.yaml"}
+STATE="$STORE/rerun"  # pid files, the runners' own output and the GPU samples (pack adds them beside the store)
+
+runner_pids() {
+    local pidfile
+    for pidfile in "$STATE"/*.pid; do
+        [ -e "$pidfile" ] || continue
+        local pid
+        pid=$(cat "$pidfile")
+        if kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+    done
+}
+
+start() {
+    mkdir -p "$STATE"
+    if [ -n "$(runner_pids)" ]; then
+        echo "rerun: runners are still running (pids $(runner_pids | tr '\n' ' ')): stop them first" >&2
+        exit 1
+    fi
+    local specs=("$@")
+    [ ${#specs[@]} -gt 0 ] || read -r -a specs <<< "$STUDY"
+    for spec in "${specs[@]}"; do
+        [ -f "$spec" ] || { echo "rerun: no spec at $spec" >&2; exit 2; }
+        "$LABFOLIO" run "$spec" --dry-run --gpus "$GPUS" --seeds "$SEEDS" --store "$STORE" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} > /dev/null \
+            || { echo "rerun: $spec does not validate; see: $LABFOLIO run $spec --dry-run" >&2; exit 2; }
+    done
+    for spec in "${specs[@]}"; do
+        local name
+        name=$(basename "$spec" .yaml)
+        PYTHONUNBUFFERED=1 setsid nohup "$LABFOLIO" run "$spec" --gpus "$GPUS" --runs-per-gpu "$RUNS_PER_GPU" \
+            --seeds "$SEEDS" --store "$STORE" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} >> "$STATE/$name.log" 2>&1 < /dev/null &
+        echo $! > "$STATE/$name.pid"
+        echo "rerun: $spec started (pid $!, log $STATE/$name.log)"
+    done
+    if command -v nvidia-smi > /dev/null; then
+        setsid nohup nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader \
+            -l 5 >> "$STATE/gpu.csv" 2> /dev/null < /dev/null &
+        echo $! > "$STATE/gpu_sampler"
+    fi
+}
+
+status() {
+    "$LABFOLIO" runs --store "$STORE" --limit 40 || true
+    if [ -s "$STATE/gpu.csv" ]; then
+        awk -F', ' '{ sub(/ %/, "", $3); busy += $3; n++ } END { if (n) printf "GPU busy %.0f%% on average over %d samples\n", busy / n, n }' "$STATE/gpu.csv"
+    fi
+    local log
+    for log in "$STATE"/*.log; do
+        [ -e "$log" ] || continue
+        echo "== $log"
+        tail -n 4 "$log"
+    done
+    echo "runners still running: $(runner_pids | wc -l)"
+}
+
+wait_for() {
+    local limit=${1:?wait needs SECONDS}
+    local deadline=$((SECONDS + limit))
+    while [ -n "$(runner_pids)" ] && [ $SECONDS -lt $deadline ]; do sleep 5; done
+    echo "rerun: $(runner_pids | wc -l) runner(s) still running"
+}
+
+stop() {
+    local pids
+    pids=$(runner_pids)
+    if [ -n "$pids" ]; then
+        # the runner's own Ctrl-C path: runs are marked killed, their logs and points kept
+        kill -INT $pids 2>/dev/null || true
+        local deadline=$((SECONDS + 120))
+        while [ -n "$(runner_pids)" ] && [ $SECONDS -lt $deadline ]; do sleep 2; done
+        pids=$(runner_pids)
+        if [ -n "$pids" ]; then
+            echo "rerun: runners still up after 120 s, sending SIGTERM: $pids" >&2
+            kill -TERM $pids 2>/dev/null || true
+        fi
+    fi
+    if [ -f "$STATE/gpu_sampler" ]; then
+        kill "$(cat "$STATE/gpu_sampler")" 2>/dev/null || true
+        rm -f "$STATE/gpu_sampler"
+    fi
+    echo "rerun: stopped"
+}
+
+pack() {
+    local dest=${1:?pack needs DEST}
+    mkdir -p "$dest"
+    rm -f "$dest/store.tar.xz" "$dest"/store.tar.xz.part_* "$dest/rerun.tar.xz"
+    if [ -d "$STATE" ]; then tar -C "$STORE" -cJf "$dest/rerun.tar.xz" --exclude='*.pid' --exclude=gpu_sampler rerun; fi
+    "$LABFOLIO" snapshot "$dest/store.tar.xz" --store "$STORE" --no-checkpoints --compact
+    if [ "$SPLIT_MB" -gt 0 ]; then
+        split -b "${SPLIT_MB}M" -d "$dest/store.tar.xz" "$dest/store.tar.xz.part_"
+        rm "$dest/store.tar.xz"
+        ls -l "$dest"/store.tar.xz.part_*
+    else
+        ls -l "$dest/store.tar.xz"
+    fi
+}
+
+command=${1:-}
+shift || true
+case "$command" in
+    start) start "$@" ;;
+    status) status ;;
+    wait) wait_for "$@" ;;
+    stop) stop ;;
+    pack) pack "$@" ;;
+    *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
