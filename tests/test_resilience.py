@@ -10,6 +10,7 @@ import pytest
 
 import labfolio
 from labfolio.drain import sync_journals
+from labfolio.errors import RunNotFoundError
 from labfolio.journal import JournalReader, JournalWriter
 from labfolio.settings import resolve_store
 from labfolio.store import Batch, open_store
@@ -127,7 +128,17 @@ def test_resume_continues_the_same_run_after_its_last_step():
 
 def test_system_metrics_are_sampled_into_the_run():
     with labfolio.init(system_metrics=0.05) as run:
-        time.sleep(0.3)
+        # waits for the samples rather than a fixed time: on a loaded machine the sampler's first
+        # reads (psutil, the GPU probe) can take longer than several intervals
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                sampled = open_store().history(run.id).get("sys/cpu_percent")
+            except RunNotFoundError:  # the writer has not created the run in the store yet
+                continue
+            if sampled is not None and len(sampled.values) >= 2:
+                break
     history = open_store().history(run.id)
     assert "sys/cpu_percent" in history and len(history["sys/cpu_percent"].values) >= 2
     assert history["sys/ram_used_gb"].values[0] > 0
