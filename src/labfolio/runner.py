@@ -670,6 +670,9 @@ def _conclude(store, spec: Spec, options: RunOptions, report: RunReport, display
 
         try:
             report.vault = write_vault(store, options.notebook_dir)
+        except KeyboardInterrupt:  # a second Ctrl-C: the runs are stored, only the refresh is skipped
+            report.warnings.append("the notebook refresh was interrupted; the runs are in the store, "
+                                   "refresh it with: labfolio notes")
         except Exception as exc:  # the runs are safe in the store; a notebook bug must not hide that
             report.warnings.append(f"the notebook could not be refreshed ({type(exc).__name__}: {exc}); "
                                    "the runs are in the store, retry with: labfolio notes")

@@ -305,3 +305,17 @@ def test_the_specs_metrics_are_recorded_for_the_notes_and_follow_the_spec(write_
     path.write_text(text)  # the list removed from the spec: the notes go back to their own choice
     run(path)
     assert labfolio.open_store().note_fields("experiment", "toy")[HEADLINE_METRICS_FIELD] == ""
+
+
+def test_a_second_ctrl_c_during_the_notebook_refresh_skips_only_the_refresh(write_spec, tmp_path, monkeypatch):
+    import labfolio.notebook
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(labfolio.notebook, "write_vault", interrupted)
+    report = run(toy_spec(write_spec), notebook=True, notebook_dir=tmp_path / "notebook")
+    assert report.ok and report.vault is None
+    assert any("refresh was interrupted" in w and "labfolio notes" in w for w in report.warnings)
+    runs = labfolio.open_store().list_runs(experiment="toy")
+    assert sorted(r.state for r in runs) == ["finished", "finished"]
