@@ -16,7 +16,9 @@
 # Environment: STORE (study_store), GPUS (0), RUNS_PER_GPU (4), SEEDS (0,1), LABFOLIO_DATA_DIR
 # (.devdata: the folder holding cifar10-jpeg-q75.tar.xz, or the official CIFAR-10 tarball, and
 # tinyshakespeare.txt), LABFOLIO (the labfolio command), SPLIT_MB (0: one file), RUN_ARGS (more
-# `labfolio run` options, e.g. "--smoke" with GPUS=none to try the whole cycle on a CPU in a minute).
+# `labfolio run` options, e.g. "--smoke" with GPUS=none to try the whole cycle on a CPU in a minute),
+# MPS (1: start CUDA's multi-process service first, so that the kernels of runs sharing a GPU can
+# run at the same time instead of taking turns; stop ends it).
 set -euo pipefail
 
 STORE=${STORE:-study_store}
@@ -53,6 +55,13 @@ start() {
         "$LABFOLIO" run "$spec" --dry-run --gpus "$GPUS" --seeds "$SEEDS" --store "$STORE" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} > /dev/null \
             || { echo "rerun: $spec does not validate; see: $LABFOLIO run $spec --dry-run" >&2; exit 2; }
     done
+    if [ "${MPS:-0}" = 1 ]; then
+        if command -v nvidia-cuda-mps-control > /dev/null; then
+            nvidia-cuda-mps-control -d && touch "$STATE/mps" && echo "rerun: CUDA MPS started"
+        else
+            echo "rerun: MPS=1 but nvidia-cuda-mps-control is not installed: the runs take turns on the GPU" >&2
+        fi
+    fi
     for spec in "${specs[@]}"; do
         local name
         name=$(basename "$spec" .yaml)
@@ -103,6 +112,10 @@ stop() {
             kill -TERM $pids 2>/dev/null || true
         fi
     fi
+    if [ -f "$STATE/mps" ]; then
+        echo quit | nvidia-cuda-mps-control || true
+        rm -f "$STATE/mps"
+    fi
     if [ -f "$STATE/gpu_sampler" ]; then
         kill "$(cat "$STATE/gpu_sampler")" 2>/dev/null || true
         rm -f "$STATE/gpu_sampler"
@@ -133,5 +146,5 @@ case "$command" in
     wait) wait_for "$@" ;;
     stop) stop ;;
     pack) pack "$@" ;;
-    *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
