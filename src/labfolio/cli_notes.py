@@ -90,6 +90,29 @@ def notes_sync_command(
     _echo_warnings(report.warnings)
 
 
+@notes_app.command("check")
+@friendly_errors
+def notes_check_command(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=_OUT_HELP),
+    store: Optional[str] = typer.Option(None, "--store", "-s", envvar="LABFOLIO_STORE", help=_STORE_HELP),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="The dashboard URL the vault was written "
+                                           "with, if any."),
+):
+    """Check that the vault is what `labfolio notes` would write now (exit 1 if not); changes nothing.
+
+    Renders the store into a temporary folder and compares it with the vault file by file, plots
+    included: for a published notebook, proof that every number in it comes from the store.
+    """
+    from .notebook import check_vault, default_vault_dir
+    from .store import open_store
+
+    vault = out if out is not None else default_vault_dir()
+    report = check_vault(open_store(store), vault, base_url=base_url)
+    typer.echo(report.format())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @friendly_errors
 def import_notes_command(
     path: Path = typer.Argument(..., help="A Markdown file, or a folder whose .md files are all imported."),
