@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .settings import CHECKPOINT_DIR_ENV
 from .spec import PlannedRun, Spec, previous_warnings, smoke_warnings
 
 __all__ = [
@@ -234,6 +235,10 @@ def child_env(spec: Spec, planned: PlannedRun, *, gpu: str | None, threads: int 
     }
     if store:
         env["LABFOLIO_STORE"] = store
+    if os.environ.get(CHECKPOINT_DIR_ENV):
+        # a Ray worker on another node does not inherit the runner's environment: pass on the
+        # shared folder, so that the runner and every node look for checkpoints in one place
+        env[CHECKPOINT_DIR_ENV] = os.environ[CHECKPOINT_DIR_ENV]
     if spec.rules:
         # the child's live checks judge the spec's rules while it trains, next to the project's
         env["LABFOLIO_RULES"] = json.dumps([rule_fields(rule) for rule in spec.rules])

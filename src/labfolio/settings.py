@@ -3,7 +3,8 @@
 Resolution order for the store: an explicit ``store=`` argument, then ``LABFOLIO_STORE`` (a URL),
 then ``LABFOLIO_SERVER`` (a team server's http:// URL; its token in ``LABFOLIO_TOKEN``), then
 ``LABFOLIO_DIR`` (a folder), then ``.labfolio/`` at the project root (the git root, else the
-current folder). A folder means the embedded SQLite store ``<folder>/labfolio.db``.
+current folder). A folder means the embedded SQLite store ``<folder>/labfolio.db``. Recipe
+checkpoints go to the store's home too, unless ``LABFOLIO_CHECKPOINT_DIR`` names a shared folder.
 
 Journals and artifacts are always local files, even when the store is a PostgreSQL server: the
 journal is what makes logging crash-safe and independent of the network.
@@ -21,6 +22,7 @@ from .errors import ConfigError
 __all__ = ["StoreLocation", "find_project_root", "resolve_store", "fallback_journal_dir"]
 
 SQLITE_FILENAME = "labfolio.db"
+CHECKPOINT_DIR_ENV = "LABFOLIO_CHECKPOINT_DIR"
 _URL_SCHEMES = ("sqlite", "postgresql", "postgres", "http", "https")
 
 
@@ -39,8 +41,10 @@ class StoreLocation:
 
     @property
     def checkpoint_dir(self) -> Path:
-        """Where resumable recipes keep one checkpoint per run (``<run id>.pt``)."""
-        return self.home / "checkpoints"
+        """Where resumable recipes keep one checkpoint per run (``<run id>.pt``): ``$LABFOLIO_CHECKPOINT_DIR``
+        (a folder every machine of a cluster sees, for runs resumed on another node), else the store's home."""
+        shared = os.environ.get(CHECKPOINT_DIR_ENV)
+        return Path(shared).expanduser() if shared else self.home / "checkpoints"
 
     @property
     def is_sqlite(self) -> bool:

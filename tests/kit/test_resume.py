@@ -24,7 +24,7 @@ def _config(*flags):
 @pytest.fixture()
 def store_dir(tmp_path, monkeypatch):
     for name in ("LABFOLIO_STORE", "LABFOLIO_CONFIG", "LABFOLIO_SEED", "LABFOLIO_MODE",
-                 "LABFOLIO_EXPERIMENT", "LABFOLIO_VARIANT", checkpoints.RESUME_ENV):
+                 "LABFOLIO_EXPERIMENT", "LABFOLIO_VARIANT", checkpoints.RESUME_ENV, "LABFOLIO_CHECKPOINT_DIR"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -97,6 +97,40 @@ def test_resuming_a_run_without_a_checkpoint_says_how_to_start_over(store_dir, m
     record, history = _history(store_dir / "plain", plain.run_id)
     assert record.state == "finished"  # refused before the run's record was touched
     assert len(history["test/acc"].steps) == 1
+
+
+def test_a_runner_resume_whose_checkpoint_this_machine_cannot_see_starts_a_new_run_with_a_warning(
+        store_dir, monkeypatch):
+    # what a Ray node meets when the runner saw the checkpoint on its own disk
+    monkeypatch.setenv("LABFOLIO_DIR", str(store_dir / "node"))
+    earlier = classify.train(_config("--epochs=1"))
+    monkeypatch.setenv(checkpoints.RESUME_ENV, earlier.run_id)
+    with pytest.warns(RuntimeWarning, match="LABFOLIO_CHECKPOINT_DIR"):
+        again = classify.train(_config("--epochs=1"))
+    assert again.run_id != earlier.run_id
+    record, history = _history(store_dir / "node", earlier.run_id)
+    assert record.state == "finished" and len(history["test/acc"].steps) == 1  # left as it was
+
+
+def test_checkpoints_go_to_the_shared_folder_and_a_run_resumes_from_it(store_dir, monkeypatch):
+    shared = store_dir / "nfs" / "checkpoints"
+    monkeypatch.setenv("LABFOLIO_CHECKPOINT_DIR", str(shared))
+    monkeypatch.setenv("LABFOLIO_DIR", str(store_dir / "home"))
+    save = checkpoints.save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classify, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        classify.train(_config("--epochs=2", "--checkpoint-every=1"))
+    monkeypatch.setattr(classify, "save_checkpoint", save)
+    (saved,) = shared.glob("*.pt")
+    assert not (store_dir / "home" / "checkpoints").exists()
+    monkeypatch.setenv(checkpoints.RESUME_ENV, saved.stem)
+    resumed = classify.train(_config("--epochs=2", "--checkpoint-every=1"))
+    assert resumed.run_id == saved.stem and not saved.exists()
 
 
 def test_a_killed_lm_run_resumed_from_its_checkpoint_matches_an_uninterrupted_run(store_dir, monkeypatch):

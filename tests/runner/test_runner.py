@@ -319,3 +319,16 @@ def test_a_second_ctrl_c_during_the_notebook_refresh_skips_only_the_refresh(writ
     assert any("refresh was interrupted" in w and "labfolio notes" in w for w in report.warnings)
     runs = labfolio.open_store().list_runs(experiment="toy")
     assert sorted(r.state for r in runs) == ["finished", "finished"]
+
+
+def test_the_shared_checkpoint_folder_reaches_every_child_so_a_ray_node_sees_it(monkeypatch):
+    from labfolio.runner import child_env
+    from labfolio.spec import parse_spec
+
+    spec = parse_spec("experiment: toy\ncommand: python x.py\nvariants:\n  a: {}\nseeds: [0]\n")
+    planned = spec.plan()[0]
+    monkeypatch.delenv("LABFOLIO_CHECKPOINT_DIR", raising=False)
+    assert "LABFOLIO_CHECKPOINT_DIR" not in child_env(spec, planned, gpu=None, threads=None, store=None)
+    monkeypatch.setenv("LABFOLIO_CHECKPOINT_DIR", "/mnt/shared/ckpt")
+    env = child_env(spec, planned, gpu=None, threads=None, store=None)
+    assert env["LABFOLIO_CHECKPOINT_DIR"] == "/mnt/shared/ckpt"

@@ -19,6 +19,7 @@ attempt had already logged.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch
 
 import labfolio
 
-__all__ = ["RESUME_ENV", "checkpoint_path", "checkpoint_to_resume", "resume_run_id", "save_checkpoint", "load_checkpoint",
+__all__ = ["RESUME_ENV", "checkpoint_path", "checkpoint_to_resume", "resume_point", "resume_run_id", "save_checkpoint", "load_checkpoint",
            "random_states", "restore_random_states", "logged_before", "training_state", "restore_training"]
 
 RESUME_ENV = "LABFOLIO_RESUME"  # the run id to resume, set by ``labfolio run`` for a killed run
@@ -58,6 +59,31 @@ def checkpoint_to_resume(run_id: str) -> dict:
     from labfolio.settings import resolve_store
 
     return load_checkpoint(resolve_store(None).checkpoint_dir / f"{run_id}.pt", run_id)
+
+
+def resume_point(requested: str) -> tuple[str, dict | None]:
+    """(run id to resume, its checkpoint), or ("", None) for a new run.
+
+    A resume the recipe's ``resume`` key asks for must succeed: a missing checkpoint is an error.
+    One that ``labfolio run`` asks for ($LABFOLIO_RESUME) was decided from the checkpoints the
+    runner's machine sees; a child on another machine (a Ray node) may not see the file, and then
+    starts a new run, with a warning, rather than fail: the killed run stays in the store.
+    """
+    run_id = resume_run_id(requested)
+    if not run_id:
+        return "", None
+    if requested:
+        return run_id, checkpoint_to_resume(run_id)
+    from labfolio.settings import CHECKPOINT_DIR_ENV, resolve_store
+
+    path = resolve_store(None).checkpoint_dir / f"{run_id}.pt"
+    if not path.is_file():
+        warnings.warn(
+            f"labfolio run asked to resume {run_id}, but its checkpoint is not at {path} on this machine: "
+            f"starting a new run. For runs on several machines, set {CHECKPOINT_DIR_ENV} to a folder they all see.",
+            RuntimeWarning, stacklevel=2)
+        return "", None
+    return run_id, load_checkpoint(path, run_id)
 
 
 def random_states(*generators: torch.Generator, numpy_rng: np.random.Generator | None = None) -> dict:

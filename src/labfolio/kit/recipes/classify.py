@@ -51,12 +51,11 @@ from labfolio.kit.losses import smoothed_cross_entropy, soft_cross_entropy
 from labfolio.kit.models.vit import ViT, ViTConfig
 from labfolio.kit.recipes.checkpoint import (
     checkpoint_path,
-    checkpoint_to_resume,
     logged_before,
     random_states,
     restore_random_states,
     restore_training,
-    resume_run_id,
+    resume_point,
     save_checkpoint,
     training_state,
 )
@@ -410,8 +409,7 @@ def train(cfg: ClassifyConfig) -> RecipeResult:
     num_classes = len(dataset.classes)
     profiler = step_profiler(cfg.profile_steps, cfg.profile_start, total_steps, device)
 
-    resume_id = resume_run_id(cfg.resume)
-    state = checkpoint_to_resume(resume_id) if resume_id else None
+    resume_id, state = resume_point(cfg.resume)
     run = start_run(cfg, model_config, batch_size=cfg.batch_size,
                     **({"run_id": resume_id, "resume": "must"} if resume_id else {}))
     saved_at = checkpoint_path(run) if cfg.checkpoint_every or resume_id else None

@@ -34,12 +34,11 @@ from labfolio.kit.data import ByteBatches, load_text_bytes
 from labfolio.kit.models.gpt import GPT, GPTConfig
 from labfolio.kit.recipes.checkpoint import (
     checkpoint_path,
-    checkpoint_to_resume,
     logged_before,
     random_states,
     restore_random_states,
     restore_training,
-    resume_run_id,
+    resume_point,
     save_checkpoint,
     training_state,
 )
@@ -205,8 +204,7 @@ def train(cfg: LMConfig) -> RecipeResult:
     tokens_per_step = cfg.batch_size * cfg.block_size
     profiler = step_profiler(cfg.profile_steps, cfg.profile_start, cfg.steps, device)
 
-    resume_id = resume_run_id(cfg.resume)
-    state = checkpoint_to_resume(resume_id) if resume_id else None
+    resume_id, state = resume_point(cfg.resume)
     run = start_run(cfg, model_config, tokens_per_step=tokens_per_step,
                     **({"run_id": resume_id, "resume": "must"} if resume_id else {}))
     saved_at = checkpoint_path(run) if cfg.checkpoint_every or resume_id else None
