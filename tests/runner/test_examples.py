@@ -79,3 +79,12 @@ def test_every_example_runs_with_smoke_and_the_notebook_shows_the_lineage_diffs(
     assert _difference_section(log, "cifar10_001") == ["- no previous experiment recorded"]
     note = (vault.out_dir / "experiments" / "cifar10_003" / "experiment.md").read_text()
     assert "Previous: [[experiments/cifar10_002/experiment|cifar10_002]]" in note
+
+
+def test_every_spec_of_the_reference_study_is_valid_and_names_its_own_experiment():
+    specs = sorted((EXAMPLES / "results" / "specs").rglob("*.yaml"))
+    assert len(specs) >= 8
+    for path in specs:
+        spec = load_spec(path)  # raises SpecError with the file and line on a bad spec
+        assert spec.variants and spec.seeds, path
+        assert spec.experiment == path.stem or path.parent.name == "earlier", path
