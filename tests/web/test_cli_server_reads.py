@@ -1,4 +1,4 @@
-"""`labfolio runs` and `labfolio show` read from the team server when LABFOLIO_SERVER is set."""
+"""`labfolio runs`, `show`, `check`, `compare` and `diff` read from the team server when LABFOLIO_SERVER is set."""
 
 from __future__ import annotations
 
@@ -70,11 +70,56 @@ def test_reads_without_a_valid_token_and_unknown_runs_say_what_to_do(server, tmp
     assert missing.exit_code == 1 and "no run 'nope'" in missing.output and "labfolio runs" in missing.output
 
 
-def test_commands_needing_histories_name_what_to_use_instead(server, tmp_path):
+def test_a_history_read_over_the_server_is_bit_for_bit_the_stored_one(server, tmp_path, monkeypatch):
+    from labfolio.store.http import HTTPStore
+    from labfolio.settings import resolve_store
+
+    proc, token = server
+    for name, value in _env(tmp_path, proc.url, token).items():
+        monkeypatch.setenv(name, value) if value is not None else monkeypatch.delenv(name, raising=False)
+    remote = HTTPStore(resolve_store(None))
+    local = open_store(tmp_path / "server")
+    run_id = "exp_a_base_s0_20260101_000000"
+    expected, got = local.history(run_id), remote.history(run_id)
+    assert got.keys() == expected.keys() == {"loss"}
+    for key in expected:
+        for column in ("steps", "values", "times"):
+            assert getattr(got[key], column).dtype == getattr(expected[key], column).dtype
+            assert getattr(got[key], column).tobytes() == getattr(expected[key], column).tobytes()
+    assert remote.history(run_id, ["nothing"]) == {}
+    assert [e["name"] for e in remote.experiments()] == ["exp_a", "exp_b"]
+    with pytest.raises(Exception, match="no run 'nope'.*labfolio runs"):
+        remote.history("nope")
+
+
+def test_check_compare_and_diff_read_the_server(server, tmp_path):
     from labfolio.cli import app
 
     proc, token = server
-    result = CliRunner().invoke(app, ["check", "exp_a_base_s0_20260101_000000"], env=_env(tmp_path, proc.url, token))
-    assert result.exit_code == 1
-    assert "`history` is not available through the labfolio server" in result.output
-    assert "--store" in result.output and f"{proc.url}/runs" in result.output
+    runner = CliRunner()
+    env = _env(tmp_path, proc.url, token)
+    checked = runner.invoke(app, ["check", "exp_a_base_s0_20260101_000000"], env=env)
+    assert checked.exit_code == 0, checked.output
+    assert "divergence" in checked.output and "loss rose" in checked.output
+    compared = runner.invoke(app, ["compare", "exp_a"], env=env)
+    assert compared.exit_code == 0, compared.output
+    assert "base" in compared.output and "loss" in compared.output
+    diffed = runner.invoke(app, ["diff", "exp_a", "exp_b"], env=env)
+    assert diffed.exit_code == 0, diffed.output
+
+
+def test_export_reads_the_server_and_the_notebook_names_what_to_use_instead(server, tmp_path):
+    from labfolio.cli import app
+
+    proc, token = server
+    runner = CliRunner()
+    env = _env(tmp_path, proc.url, token)
+    exported = runner.invoke(app, ["export", "exp_a_base_s0_20260101_000000", "-o", str(tmp_path / "out.csv")],
+                             env=env)
+    assert exported.exit_code == 0, exported.output
+    rows = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 4 and "loss" in rows[1] and "1.5" in rows[-1]
+    notes = runner.invoke(app, ["notes", "--out", str(tmp_path / "vault")], env=env)
+    assert notes.exit_code == 1, notes.output
+    assert "is not available through the labfolio server" in notes.output
+    assert "--store" in notes.output and f"{proc.url}/runs" in notes.output

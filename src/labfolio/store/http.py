@@ -3,7 +3,8 @@
 It offers what the SDK and ``labfolio sync`` need: ``write_batch`` (POSTed to the server, which
 applies it to its SQL store in one transaction, after uploading the files of copied artifacts),
 the journal position and record of a run (run-id uniqueness, resume, exactly-once draining) and
-the stale-run sweep. Batching, retry with backoff
+the stale-run sweep; and what ``labfolio runs``, ``show``, ``compare``, ``diff`` and ``check``
+read: run records, alerts, artifacts, experiments and full metric histories. Batching, retry with backoff
 and spooling to the local journal come from the drainer, which treats this store like any other:
 a failed POST raises ``StoreUnavailableError``, the drainer warns once and keeps the points in the
 journal, and ``labfolio sync`` uploads whatever is left later.
@@ -20,6 +21,7 @@ import os
 import socket
 import threading
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -28,8 +30,8 @@ from ..artifacts import blob_path, contained_file, is_sha256, is_suffix
 from ..errors import ConfigError, RunNotFoundError, StoreError, StoreUnavailableError
 from ..settings import StoreLocation
 from .batch import Batch, BatchResult
-from .records import AlertRecord, ArtifactRecord, RunRecord, SummaryEntry
-from .wire import BATCH_CONTENT_TYPE, encode_batch
+from .records import AlertRecord, ArtifactRecord, MetricHistory, RunRecord, SummaryEntry
+from .wire import BATCH_CONTENT_TYPE, decode_history, encode_batch
 
 __all__ = ["HTTPStore", "run_to_json", "run_from_json", "API_PREFIX", "NotOnServerError"]
 
@@ -266,6 +268,20 @@ class HTTPStore:
         return [ArtifactRecord(a["name"], a["kind"], a.get("sha256"), a.get("size"),
                                a["path"] if a["is_reference"] else server + a["url"], bool(a["is_reference"]),
                                a.get("step"), a["created_at"], a.get("meta") or {}) for a in data["artifacts"]]
+
+    def history(self, run_id: str, keys: Iterable[str] | None = None) -> dict[str, MetricHistory]:
+        """A run's full metric series, exactly as the server's store holds them."""
+        query = "&".join(f"key={quote(str(key), safe='')}" for key in keys) if keys is not None else ""
+        data = self._request("GET", f"{API_PREFIX}/runs/{quote(run_id, safe='')}/history" + (f"?{query}" if query else ""),
+                             not_found=f"no run {run_id!r} on the labfolio server at {self.location.describe()}; "
+                                       "list them with: labfolio runs")
+        if keys is not None and not query:
+            return {}
+        return decode_history(data["series"])
+
+    def experiments(self, project: str | None = None) -> list[dict]:
+        query = f"?project={quote(project, safe='')}" if project is not None else ""
+        return list(self._request("GET", f"{API_PREFIX}/experiments{query}")["experiments"])
 
     def __getattr__(self, name: str):
         # The rest of the store interface (histories, frames, notes, bulk reads) is not served over

@@ -8,11 +8,13 @@ the little-endian arrays the store keeps anyway. Layout::
 
 The header holds run_id, events, key_names, journal_from, journal_to, heartbeat and n. A plain
 JSON body (``application/json``, the same header with ``keys``, ``steps``, ``values``, ``times``
-and ``seqs`` lists) is accepted too, for clients without numpy.
+and ``seqs`` lists) is accepted too, for clients without numpy. A run's history comes back the
+other way as JSON whose columns are base64 of the same little-endian arrays (`encode_history`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 
@@ -23,8 +25,8 @@ from ..errors import StoreError
 from .batch import Batch
 from .schema import MAX_KEY_LENGTH
 
-__all__ = ["encode_batch", "decode_batch", "decode_json_batch", "BATCH_CONTENT_TYPE", "EVENT_TYPES",
-           "BatchFormatError"]
+__all__ = ["encode_batch", "decode_batch", "decode_json_batch", "encode_history", "decode_history",
+           "BATCH_CONTENT_TYPE", "EVENT_TYPES", "BatchFormatError"]
 
 BATCH_CONTENT_TYPE = "application/x-labfolio-batch"
 _MAGIC = b"LFB1"
@@ -162,3 +164,33 @@ def decode_json_batch(header) -> Batch:
     if not keys:
         return _batch(header)
     return _batch(header, keys=keys, **columns)
+
+
+# -- metric histories, read back over the server's API ------------------------------------------
+
+_HISTORY_COLUMNS = (("steps", "<i8"), ("values", "<f8"), ("times", "<f8"))
+
+
+def encode_history(history: dict) -> dict:
+    """``{key: MetricHistory}`` as JSON-safe data: each column base64 of its little-endian bytes."""
+    return {key: {name: base64.b64encode(np.ascontiguousarray(getattr(series, name), dtype=dtype).tobytes())
+                  .decode("ascii") for name, dtype in _HISTORY_COLUMNS}
+            for key, series in history.items()}
+
+
+def decode_history(data: dict) -> dict:
+    """The inverse of `encode_history`: ``{key: MetricHistory}`` with the stored values, bit for bit."""
+    from .records import MetricHistory
+
+    out = {}
+    try:
+        for key, columns in data.items():
+            arrays = {name: np.frombuffer(base64.b64decode(columns[name]), dtype=dtype).astype(dtype.lstrip("<"))
+                      for name, dtype in _HISTORY_COLUMNS}
+            if not len(arrays["steps"]) == len(arrays["values"]) == len(arrays["times"]):
+                raise ValueError("columns of different lengths")
+            out[key] = MetricHistory(key, arrays["steps"], arrays["values"], arrays["times"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BatchFormatError(f"a history from the server is malformed ({exc}): is the server another "
+                               "labfolio version?") from None
+    return out

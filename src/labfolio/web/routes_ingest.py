@@ -117,6 +117,27 @@ def run_artifacts(request: Request, run_id: str):
     return {"artifacts": out}
 
 
+@router.get("/runs/{run_id}/history", dependencies=[Depends(can_read)])
+def run_history(request: Request, run_id: str,
+                key: Optional[list[str]] = Query(None, description="Only these metric keys (repeatable).")):
+    """A run's full metric series, in step order: per key, the steps (int64), values and times
+    (float64) as base64 of their little-endian bytes, so that every value, NaN included, comes
+    back exactly. The charts' downsampled series are under /data/series."""
+    from ..store.wire import encode_history
+
+    try:
+        history = request.app.state.store.history(run_id, key)
+    except RunNotFoundError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    return {"run_id": run_id, "series": encode_history(history)}
+
+
+@router.get("/experiments", dependencies=[Depends(can_read)])
+def experiments(request: Request, project: Optional[str] = Query(None, description="Project name.")):
+    """Experiments, oldest first, with their variants, baseline, previous experiment and tags."""
+    return {"experiments": request.app.state.store.experiments(project)}
+
+
 @router.get("/runs/{run_id}/journal-position", dependencies=[Depends(can_read)])
 def journal_position(request: Request, run_id: str):
     """How far the server has drained a run's journal (null: no such run yet)."""
