@@ -111,6 +111,18 @@ def test_checkpoints_of_resumable_runs_are_copied_and_half_written_ones_are_not(
     assert (copied / f"{run_ids[0]}.pt").read_bytes() == b"model, optimizer and random states"
 
 
+def test_a_shared_checkpoint_folder_gives_the_snapshot_only_its_own_runs_checkpoints(tmp_path, monkeypatch):
+    store = tmp_path / "src"
+    run_ids = _log_runs(store)
+    shared = tmp_path / "nfs"
+    shared.mkdir()
+    monkeypatch.setenv("LABFOLIO_CHECKPOINT_DIR", str(shared))
+    (shared / f"{run_ids[1]}.pt").write_bytes(b"ours")
+    (shared / "another_store_run.pt").write_bytes(b"someone else's")
+    snapshot_store(resolve_store(str(store)), tmp_path / "copy")
+    assert sorted(p.name for p in (tmp_path / "copy" / "checkpoints").iterdir()) == [f"{run_ids[1]}.pt"]
+
+
 def test_a_snapshot_without_checkpoints_leaves_them_in_the_store_and_says_so(tmp_path):
     store = tmp_path / "src"
     run_ids, checkpoints = _store_with_a_checkpoint(store)

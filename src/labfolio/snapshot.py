@@ -26,6 +26,7 @@ was at the snapshot; the first ``open_store`` of the copy drains its journal and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -167,6 +168,13 @@ def _check_database(copy: Path, source: Path) -> tuple[int, list[str]]:
     return runs, running
 
 
+def _checkpoints_of(database: Path, checkpoint_dir: Path) -> list[Path]:
+    """The checkpoint files (``<run id>.pt``) of the runs in `database`."""
+    with closing(sqlite3.connect(database)) as conn:
+        run_ids = [row[0] for row in conn.execute("SELECT run_id FROM runs ORDER BY run_id")]
+    return [path for path in (checkpoint_dir / f"{run_id}.pt" for run_id in run_ids) if path.is_file()]
+
+
 def _check_journals(journal_dir: Path, database: Path) -> list[str]:
     """Read each copied journal from where the copied database stops, as recovery will."""
     warnings = []
@@ -294,10 +302,15 @@ def snapshot_store(location: StoreLocation, out: str | os.PathLike,
             _copy_folder(location.home / "runner", stage / "runner")
         left_out = 0
         if location.checkpoint_dir.is_dir():  # what killed runs need to resume (renamed into place whole)
+            # only this store's runs' checkpoints: a shared LABFOLIO_CHECKPOINT_DIR holds other stores' too
+            ours = _checkpoints_of(stage / SQLITE_FILENAME, location.checkpoint_dir)
             if checkpoints:
-                _copy_folder(location.checkpoint_dir, stage / "checkpoints")
+                for path in ours:
+                    (stage / "checkpoints").mkdir(exist_ok=True)
+                    with contextlib.suppress(FileNotFoundError):  # resumed and finished meanwhile
+                        shutil.copy2(path, stage / "checkpoints" / path.name)
             else:
-                left_out = sum(1 for path in location.checkpoint_dir.glob("*.pt") if path.is_file())
+                left_out = len(ours)
         if archive is None:
             say("Copying artifacts…")
             artifacts = _copy_folder(location.artifact_dir, stage / "artifacts") \
