@@ -14,6 +14,8 @@ fast path, and its row's note says so).
     python benchmarks/bench_connections.py --shapes gpt2s --modes compile --compile-unit block \
         --connections residual,mhc,mhc-fast,mhc-triton            # the fast-mHC issue's target
     python benchmarks/bench_connections.py --kernel-sweep         # each mHC kernel alone, over tile shapes
+    python benchmarks/bench_connections.py --kernel-sweep --tuned-table --shapes gpt2s --modes compile \
+        --compile-unit block --connections residual,mhc-fast,mhc-triton   # the sweep, then the table with its tiles
 
 The sweep prints, per shape, the fastest tiles as a ``LABFOLIO_MHC_TILES=...`` value; set it in
 the environment of a full run to measure the model with them.
@@ -43,7 +45,7 @@ from torch import nn
 from labfolio.kit.connections import ConnectionConfig
 from labfolio.kit.models.gpt import GPT, GPTConfig
 
-__all__ = ["kernel_sweep", "main", "measure", "parse_args"]
+__all__ = ["fastest_tiles", "kernel_sweep", "main", "measure", "parse_args"]
 
 CPU_SMOKE_SHAPE = {"batch": 2, "seq": 16, "depth": 2, "width": 32, "heads": 2}
 SHAPES = {  # name -> (depth, width, heads)
@@ -82,7 +84,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--kernel-sweep", action="store_true",
         help="time each mHC Triton kernel alone at each shape's width over a grid of tile shapes (CUDA)",
     )
+    parser.add_argument(
+        "--tuned-table", action="store_true",
+        help="with --kernel-sweep: then measure the table, each shape with its fastest tiles (one call for both)",
+    )
     args = parser.parse_args(argv)
+    if args.tuned_table and not args.kernel_sweep:
+        parser.error("--tuned-table measures the table with the tiles of a sweep: add --kernel-sweep")
     if args.cpu_smoke:
         for name, value in CPU_SMOKE_SHAPE.items():
             setattr(args, name, value)
@@ -329,11 +337,14 @@ def _format_memory(gib: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    tiles_by_shape: dict[str, dict] = {}
     if args.kernel_sweep:
-        rows = kernel_sweep(args)
+        sweep = kernel_sweep(args)
         if args.json:
-            _write_json(args.json, torch.cuda.get_device_name(), args, rows)
-        return rows
+            _write_json(args.json, torch.cuda.get_device_name(), args, sweep)
+        if not args.tuned_table:
+            return sweep
+        tiles_by_shape = fastest_tiles(sweep)
     device = torch.device("cpu" if args.cpu_smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # what a bf16 training run would use
@@ -356,6 +367,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     print(format_header(), flush=True)
     for shape_name, shape in args.shapes:
+        if tiles_by_shape:
+            from labfolio.kit import mhc_kernels
+
+            mhc_kernels.TILE_OVERRIDES.clear()
+            mhc_kernels.TILE_OVERRIDES.update(tiles_by_shape.get(shape_name, {}))
+            print(f"{shape_name}: the sweep's fastest tiles {dict(mhc_kernels.TILE_OVERRIDES)}", flush=True)
         for mode in args.modes:
             for connection in connections:
                 try:
@@ -391,6 +408,21 @@ _SWEEP_CANDIDATES = {  # kernel -> (tokens, channels, warps, splits) tried, ever
 # State sizes S = n·C·2 bytes per token that one call reads and writes (mhc_kernels' table, n = 4
 # branch tensors at S/4); the post-mix rows time one single mix plus one pair, as a block runs.
 _SWEEP_STATE_BYTES = {"post_mix": 2.25 + 2.5, "post_mix_backward": 3.5 + 4.0, "pre": 2.25, "pre_backward": 3.5}
+
+
+def fastest_tiles(sweep_rows: list[dict]) -> dict[str, dict]:
+    """{shape: {kernel: Tiles}}: the fastest tiles of each kernel at each shape of a sweep."""
+    from labfolio.kit.mhc_kernels import Tiles
+
+    best: dict[tuple[str, str], dict] = {}
+    for row in sweep_rows:
+        key = (row["shape"], row["kernel"])
+        if key not in best or row["ms"] < best[key]["ms"]:
+            best[key] = row
+    out: dict[str, dict] = {}
+    for (shape, kernel), row in best.items():
+        out.setdefault(shape, {})[kernel] = Tiles(**row["tiles"])
+    return out
 
 
 def kernel_sweep(args: argparse.Namespace) -> list[dict]:

@@ -497,3 +497,22 @@ def test_connections_benchmark_runs_a_tiny_side_by_side_on_cpu(capsys):
     assert saved["residual"] < saved["mhc-fast"] < saved["mhc"]
     output = capsys.readouterr().out
     assert "tokens/s" in output and "mhc-fast" in output and "saved GiB" in output
+
+
+def test_the_tuned_table_takes_each_kernels_fastest_tiles_at_each_shape():
+    path = REPO_ROOT / "benchmarks" / "bench_connections.py"
+    spec = importlib.util.spec_from_file_location("bench_connections", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from labfolio.kit.mhc_kernels import Tiles
+
+    def row(shape, kernel, ms, tokens):
+        return {"shape": shape, "kernel": kernel, "ms": ms,
+                "tiles": {"block_t": tokens, "block_c": 64, "warps": 4, "split": 1}}
+
+    rows = [row("gpt2s", "pre", 0.30, 16), row("gpt2s", "pre", 0.20, 32), row("gpt2s", "post_mix", 0.5, 1),
+            row("wide", "pre", 0.10, 64), row("wide", "pre", 0.40, 16)]
+    assert bench.fastest_tiles(rows) == {"gpt2s": {"pre": Tiles(32, 64, 4, 1), "post_mix": Tiles(1, 64, 4, 1)},
+                                         "wide": {"pre": Tiles(64, 64, 4, 1)}}
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--tuned-table"])
