@@ -88,6 +88,32 @@ def test_a_graph_step_inside_reduce_overhead_compilation_is_refused_with_what_to
         parse_config(config_class, ["--smoke", "--cuda-graph-step", "--compile-mode=reduce-overhead"], smoke, prog="t")
 
 
+def test_a_failed_capture_warns_and_trains_on_eagerly_from_the_same_weights(monkeypatch):
+    # the fallback's logic on CPU: a capture that dies after a warm-up step has updated the
+    # weights and the AdamW state must leave the run exactly where an eager run would be
+    cpu = torch.device("cpu")
+
+    def warm_up_then_fail(self, saved):
+        self._forward_backward_update(self.static_inputs, self.static_targets)
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(GraphedTrainStep, "_warm_up_and_capture", warm_up_then_fail)
+
+    def graphed_on_cpu(model, loss_of, optimizer, grad_clip, device, amp):
+        step = object.__new__(GraphedTrainStep)  # __init__ refuses a CPU device; the fallback does not care
+        TrainStep.__init__(step, model, loss_of, optimizer, grad_clip, device, amp)
+        step.graph, step.eager_fallback = None, False
+        return step
+
+    eager_model, eager_losses = _train(TrainStep, cpu, amp=False, capturable=False)
+    with pytest.warns(RuntimeWarning, match=r"capturing the step as a CUDA graph failed .*RuntimeError: operation not "
+                                            r"permitted when stream is capturing\); this run goes on with the eager"):
+        fallback_model, fallback_losses = _train(graphed_on_cpu, cpu, amp=False, capturable=False)
+    assert torch.equal(fallback_losses, eager_losses)
+    for (name, eager), fallback in zip(eager_model.state_dict().items(), fallback_model.state_dict().values()):
+        assert torch.equal(fallback, eager), name
+
+
 @needs_cuda
 @pytest.mark.parametrize("amp", [False, True])
 def test_the_graph_step_trains_as_the_eager_step_does(amp):

@@ -13,6 +13,7 @@ is the same step captured on CUDA, and `make_train_step` picks between them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -67,7 +68,8 @@ class GraphedTrainStep(TrainStep):
     rate. The first call runs a few eager warm-up steps on a side stream (compiling the model and
     allocating the AdamW state, as capture requires) and then puts the weights, buffers and
     optimizer state back as they were, so those steps leave no trace in training; then it
-    captures and replays. The batch is
+    captures and replays. If the warm-up or the capture fails, the state is put back the same way,
+    a warning says why, and every step of the run is taken eagerly instead. The batch is
     copied into the graph's input buffers at every step, so every batch must have the shape
     and dtype of the first (the recipes drop the last partial batch). The returned loss and
     norm are copies: the graph overwrites its own outputs at the next replay.
@@ -80,30 +82,47 @@ class GraphedTrainStep(TrainStep):
         if self.device.type != "cuda":
             raise ValueError(f"a CUDA graph step needs a CUDA device, got {self.device}")
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_fallback = False  # set when capture failed: every step then runs eagerly
+
+    def _saved_state(self) -> tuple[list, list, dict]:
+        weights = [p.detach().clone() for p in self.model.parameters()]
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        optimizer = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+                     for p, state in self.optimizer.state.items()}
+        return weights, buffers, optimizer
+
+    def _restore(self, saved: tuple[list, list, dict]) -> None:
+        weights, buffers, optimizer = saved
+        with torch.no_grad():
+            for param, weight in zip(self.model.parameters(), weights):
+                param.copy_(weight)
+            for buffer, value in zip(self.model.buffers(), buffers):
+                buffer.copy_(value)
+            for param, state in self.optimizer.state.items():
+                before = optimizer.get(id(param))
+                for key, value in state.items():
+                    if torch.is_tensor(value):  # a fresh AdamW state is all zeros, its step count included
+                        value.copy_(before[key]) if before is not None else value.zero_()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _capture(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         self.static_inputs, self.static_targets = inputs.clone(), targets.clone()
-        weights = [p.detach().clone() for p in self.model.parameters()]
-        buffers = [b.detach().clone() for b in self.model.buffers()]
-        state_before = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
-                        for p, state in self.optimizer.state.items()}
+        saved = self._saved_state()
+        try:
+            self._warm_up_and_capture(saved)
+        except Exception:
+            self.graph = None
+            self._restore(saved)  # the warm-up steps must leave no trace in the eager steps either
+            raise
+
+    def _warm_up_and_capture(self, saved: tuple[list, list, dict]) -> None:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(_WARMUP_STEPS):
                 self._forward_backward_update(self.static_inputs, self.static_targets, autocast_cache=False)
         torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for param, weight in zip(self.model.parameters(), weights):
-                param.copy_(weight)
-            for buffer, saved in zip(self.model.buffers(), buffers):
-                buffer.copy_(saved)
-            for param, state in self.optimizer.state.items():
-                before = state_before.get(id(param))
-                for key, value in state.items():
-                    if torch.is_tensor(value):  # a fresh AdamW state is all zeros, its step count included
-                        value.copy_(before[key]) if before is not None else value.zero_()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._restore(saved)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.static_loss, self.static_grad_norm = self._forward_backward_update(
@@ -116,8 +135,17 @@ class GraphedTrainStep(TrainStep):
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         set_lr(self.optimizer, lr)
+        if self.eager_fallback:
+            return self._forward_backward_update(inputs, targets)
         if self.graph is None:
-            self._capture(inputs, targets)
+            try:
+                self._capture(inputs, targets)
+            except Exception as exc:  # an op that cannot be captured must not end a long run
+                warnings.warn(f"cuda_graph_step: capturing the step as a CUDA graph failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); this run goes on with the "
+                              "eager step, from the same weights", RuntimeWarning, stacklevel=2)
+                self.eager_fallback = True
+                return self._forward_backward_update(inputs, targets)
         if inputs.shape != self.static_inputs.shape or targets.shape != self.static_targets.shape:
             raise ValueError(f"a CUDA graph step replays one batch shape: captured {tuple(self.static_inputs.shape)}"
                              f" and {tuple(self.static_targets.shape)}, got {tuple(inputs.shape)} and "
