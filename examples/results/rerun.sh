@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Rerun the reference study on one GPU machine, detached from the shell that starts it, and pack
-# its store to bring it back. Each spec gets its own `labfolio run`, started in a new session so
-# that it outlives the shell (an ssh logout, a time-limited remote command); all of them log into
-# one store, and `pack` copies that store consistently while runs may still be writing.
+# its store to bring it back. One `labfolio run` takes every spec (one pool of GPU slots, each
+# spec after its previous), started in a new session so that it outlives the shell (an ssh
+# logout, a time-limited remote command); `pack` copies its store consistently while runs may
+# still be writing.
 #
-#   examples/results/rerun.sh start [SPEC...]   one detached runner per spec (default: $STUDY)
-#   examples/results/rerun.sh status            the store's runs, GPU load, each runner's last lines
-#   examples/results/rerun.sh wait SECONDS      wait until every runner has ended or SECONDS passed
-#   examples/results/rerun.sh stop              Ctrl-C every runner (their runs are marked killed,
-#                                               what they logged is kept) and wait for them to end
+#   examples/results/rerun.sh start [SPEC...]   one detached runner for the specs (default: $STUDY)
+#   examples/results/rerun.sh status            the store's runs, GPU load, the runner's last lines
+#   examples/results/rerun.sh wait SECONDS      wait until the runner has ended or SECONDS passed
+#   examples/results/rerun.sh stop              Ctrl-C the runner (unfinished runs are marked killed,
+#                                               what they logged is kept) and wait for it to end
 #   examples/results/rerun.sh pack DEST         DEST/store.tar.xz: no checkpoints, compacted; with
 #                                               SPLIT_MB=N, parts of N MiB (cat DEST/store.tar.xz.part_* > store.tar.xz);
-#                                               and DEST/rerun.tar.xz: the runners' output and GPU samples
+#                                               and DEST/rerun.tar.xz: the runner's output and GPU samples
 #
-# Environment: STORE (study_store), GPUS (0), RUNS_PER_GPU (4), SEEDS (0,1), LABFOLIO_DATA_DIR
+# Environment: STORE (study_store), GPUS (0), RUNS_PER_GPU (12), SEEDS (0,1), LABFOLIO_DATA_DIR
 # (.devdata: the folder holding cifar10-jpeg-q75.tar.xz, or the official CIFAR-10 tarball, and
 # tinyshakespeare.txt), LABFOLIO (the labfolio command), SPLIT_MB (0: one file), RUN_ARGS (more
 # `labfolio run` options, e.g. "--smoke" with GPUS=none to try the whole cycle on a CPU in a minute),
@@ -23,14 +24,15 @@ set -euo pipefail
 
 STORE=${STORE:-study_store}
 GPUS=${GPUS:-0}
-RUNS_PER_GPU=${RUNS_PER_GPU:-4}
+RUNS_PER_GPU=${RUNS_PER_GPU:-12}  # the 8 CIFAR-10 runs and 4 of the GPT runs at once
 SEEDS=${SEEDS:-0,1}
 SPLIT_MB=${SPLIT_MB:-0}
 read -r -a RUN_ARGS <<< "${RUN_ARGS:-}"
 LABFOLIO=${LABFOLIO:-labfolio}
 export LABFOLIO_DATA_DIR=${LABFOLIO_DATA_DIR:-.devdata}
-STUDY=${STUDY:-"examples/results/specs/gpt_shakespeare_mhc.yaml examples/cifar10_003.yaml examples/cifar10_004.yaml"}
-STATE="$STORE/rerun"  # pid files, the runners' own output and the GPU samples (pack adds them beside the store)
+# the long CIFAR-10 runs first, so that the short GPT runs fill the slots they leave
+STUDY=${STUDY:-"examples/cifar10_003.yaml examples/cifar10_004.yaml examples/results/specs/gpt_shakespeare_mhc.yaml"}
+STATE="$STORE/rerun"  # the pid file, the runner's own output and the GPU samples (pack adds them beside the store)
 
 runner_pids() {
     local pidfile
@@ -45,16 +47,17 @@ runner_pids() {
 start() {
     mkdir -p "$STATE"
     if [ -n "$(runner_pids)" ]; then
-        echo "rerun: runners are still running (pids $(runner_pids | tr '\n' ' ')): stop them first" >&2
+        echo "rerun: a runner is still running (pid $(runner_pids | tr '\n' ' ')): stop it first" >&2
         exit 1
     fi
     local specs=("$@")
     [ ${#specs[@]} -gt 0 ] || read -r -a specs <<< "$STUDY"
     for spec in "${specs[@]}"; do
         [ -f "$spec" ] || { echo "rerun: no spec at $spec" >&2; exit 2; }
-        "$LABFOLIO" run "$spec" --dry-run --gpus "$GPUS" --seeds "$SEEDS" --store "$STORE" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} > /dev/null \
-            || { echo "rerun: $spec does not validate; see: $LABFOLIO run $spec --dry-run" >&2; exit 2; }
     done
+    "$LABFOLIO" run "${specs[@]}" --dry-run --gpus "$GPUS" --seeds "$SEEDS" --store "$STORE" \
+        ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} > /dev/null \
+        || { echo "rerun: the specs do not validate; see: $LABFOLIO run ${specs[*]} --dry-run" >&2; exit 2; }
     if [ "${MPS:-0}" = 1 ]; then
         if command -v nvidia-cuda-mps-control > /dev/null; then
             nvidia-cuda-mps-control -d && touch "$STATE/mps" && echo "rerun: CUDA MPS started"
@@ -62,14 +65,11 @@ start() {
             echo "rerun: MPS=1 but nvidia-cuda-mps-control is not installed: the runs take turns on the GPU" >&2
         fi
     fi
-    for spec in "${specs[@]}"; do
-        local name
-        name=$(basename "$spec" .yaml)
-        PYTHONUNBUFFERED=1 setsid nohup "$LABFOLIO" run "$spec" --gpus "$GPUS" --runs-per-gpu "$RUNS_PER_GPU" \
-            --seeds "$SEEDS" --store "$STORE" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} >> "$STATE/$name.log" 2>&1 < /dev/null &
-        echo $! > "$STATE/$name.pid"
-        echo "rerun: $spec started (pid $!, log $STATE/$name.log)"
-    done
+    # one runner, one pool: RUNS_PER_GPU runs of all the specs at once, each spec after its previous
+    PYTHONUNBUFFERED=1 setsid nohup "$LABFOLIO" run "${specs[@]}" --gpus "$GPUS" --runs-per-gpu "$RUNS_PER_GPU" \
+        --seeds "$SEEDS" --store "$STORE" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} >> "$STATE/runner.log" 2>&1 < /dev/null &
+    echo $! > "$STATE/runner.pid"
+    echo "rerun: ${specs[*]} started (pid $!, log $STATE/runner.log)"
     if command -v nvidia-smi > /dev/null; then
         setsid nohup nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader \
             -l 5 >> "$STATE/gpu.csv" 2> /dev/null < /dev/null &
@@ -88,14 +88,14 @@ status() {
         echo "== $log"
         tail -n 4 "$log"
     done
-    echo "runners still running: $(runner_pids | wc -l)"
+    echo "runner still running: $([ -n "$(runner_pids)" ] && echo yes || echo no)"
 }
 
 wait_for() {
     local limit=${1:?wait needs SECONDS}
     local deadline=$((SECONDS + limit))
     while [ -n "$(runner_pids)" ] && [ $SECONDS -lt $deadline ]; do sleep 5; done
-    echo "rerun: $(runner_pids | wc -l) runner(s) still running"
+    echo "rerun: runner $([ -n "$(runner_pids)" ] && echo "still running" || echo "ended")"
 }
 
 stop() {
@@ -108,7 +108,7 @@ stop() {
         while [ -n "$(runner_pids)" ] && [ $SECONDS -lt $deadline ]; do sleep 2; done
         pids=$(runner_pids)
         if [ -n "$pids" ]; then
-            echo "rerun: runners still up after 120 s, sending SIGTERM: $pids" >&2
+            echo "rerun: the runner is still up after 120 s, sending SIGTERM: $pids" >&2
             kill -TERM $pids 2>/dev/null || true
         fi
     fi

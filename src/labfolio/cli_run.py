@@ -39,8 +39,9 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def run_command(
-    spec: Path = typer.Argument(..., help="Experiment spec (YAML): experiment, previous, recipe or command, "
-                                "base, variants, seeds."),
+    specs: list[Path] = typer.Argument(..., metavar="SPEC", help="Experiment spec(s) (YAML): experiment, "
+                                       "previous, recipe or command, base, variants, seeds. Several share one "
+                                       "pool of GPUs or cores and run in lineage order."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices to spread runs over, one GPU per run "
                                        "(e.g. 0,1); 'none' for CPU only. Default: every visible GPU."),
     parallel: Optional[int] = typer.Option(None, "--parallel", "-j", min=1, help="Runs at once (default: one per "
@@ -69,35 +70,37 @@ def run_command(
     kill_after: float = typer.Option(10.0, "--kill-after", min=0.1, help="On Ctrl-C, seconds to wait after "
                                      "SIGINT (then SIGTERM) before the next, harder signal."),
 ):
-    """Run every variant × seed of an experiment spec, resuming what is unfinished.
+    """Run every variant × seed of one or more experiment specs, resuming what is unfinished.
 
     Shows each run's state, step, key metric and ETA while it trains and streams alerts; at the end
-    prints the comparison table and refreshes the notebook. Ctrl-C stops all runs cleanly: they are
-    marked killed and what they logged is kept.
+    prints each experiment's comparison table and refreshes the notebook. Several specs share one
+    pool, a spec after the one its `previous` names. Ctrl-C stops all runs cleanly: they are marked
+    killed and what they logged is kept.
     """
-    from .runner import RunOptions, run_spec
+    from .runner import RunOptions
+    from .runner_pool import run_specs
     from .spec import load_spec
 
     if executor not in ("local", "ray"):
         from .errors import ConfigError
 
         raise ConfigError(f"--executor {executor!r}: use local or ray")
-    loaded = load_spec(spec)
+    loaded = [load_spec(path) for path in specs]
     if settings or seeds is not None:
         from .spec import parse_setting, with_settings
 
-        loaded = with_settings(loaded, dict(parse_setting(text) for text in settings or ()),
-                               _parse_seeds(seeds) if seeds is not None else None)
+        values = dict(parse_setting(text) for text in settings or ())
+        loaded = [with_settings(spec, values, _parse_seeds(seeds) if seeds is not None else None) for spec in loaded]
     options = RunOptions(gpus=_parse_gpus(gpus), parallel=parallel, runs_per_gpu=runs_per_gpu, dry_run=dry_run,
                          retry_failed=retry_failed,
                          rerun=rerun, smoke=smoke, executor=executor, store=store, notebook=not no_notebook,
                          notebook_dir=notebook, kill_after=kill_after)
-    report = run_spec(loaded, options)
+    reports = run_specs(loaded, options)
     if dry_run:
         return
-    if report.interrupted:
+    if any(report.interrupted for report in reports):
         raise typer.Exit(130)
-    if not report.ok:
+    if not all(report.ok for report in reports):
         raise typer.Exit(1)
 
 

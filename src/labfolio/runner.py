@@ -30,20 +30,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .settings import CHECKPOINT_DIR_ENV
-from .spec import PlannedRun, Spec, previous_warnings, smoke_warnings
+from .spec import PlannedRun, Spec
 
 __all__ = [
     "RunOptions",
     "Task",
     "RunReport",
     "run_spec",
+    "comparison_table",
+    "finished_views",
+    "refresh_notebook",
     "plan_tasks",
     "visible_gpus",
     "cpu_count",
@@ -100,10 +102,12 @@ class Task:
     steps_per_s: float | None = None  # the run's logged steps over their time span
     progress: float | None = None  # 0..1 when the run's length is known
     output_tail: str = ""
+    key_metric: str | None = None  # the metric key_value holds: its spec's first headline metric
+    prefix: str = ""  # "experiment/" when one pool runs several specs
 
     @property
     def label(self) -> str:
-        return self.planned.label
+        return self.prefix + self.planned.label
 
     @property
     def eta_s(self) -> float | None:
@@ -568,94 +572,19 @@ def _slots(options: RunOptions, n_runs: int, warnings: list[str]) -> tuple[list[
 def run_spec(spec: Spec, options: RunOptions | None = None, *, display=None) -> RunReport:
     """Run every unfinished variant × seed of `spec` (see the module docstring)."""
     from .runner_display import make_display
-    from .settings import resolve_store
-    from .store import open_store
+    from .runner_pool import run_specs
 
     options = options or RunOptions()
-    if options.executor not in ("local", "ray"):
-        raise ConfigError(f"executor {options.executor!r}: use local or ray")
-    location = resolve_store(options.store)
-    store = open_store(location)
-    report = RunReport(spec, [])
-    report.warnings += previous_warnings(spec, {e["name"] for e in store.experiments()})
-    if options.smoke:
-        report.warnings += smoke_warnings(spec)
-    tasks = plan_tasks(spec, store, options, location)
-    report.tasks = tasks
-    to_run = [t for t in tasks if t.action == "run"]
-    slots, threads = _slots(options, len(to_run), report.warnings) if options.executor == "local" else ([], None)
-    log_dir = _log_dir(options, location, spec.experiment)
-    for task in to_run:
-        task.config_json = json.dumps(child_config(spec, task.planned), indent=2, default=str)
-        task.argv = child_argv(spec, task.planned, smoke=options.smoke)
-        task.log_path = log_dir / f"{task.planned.variant}_s{task.planned.seed}.log"
-    display = display or make_display(spec, options)
-    display.plan(report, slots)
-    if options.dry_run:
-        return report
-    _record_experiment(store, spec)
-    if options.executor == "ray":
-        from .runner_ray import RayExecutor
-
-        executor = RayExecutor(options, report.warnings)
-    else:
-        executor = LocalExecutor()
-    monitor = _Monitor(store, spec, display)
-    pending = deque(to_run)
-    free: list[str | None] = list(slots)
-    slot_of: dict[int, str | None] = {}
-    try:
-        with display.live(tasks):
-            try:
-                last_poll = 0.0
-                while pending or executor.running():
-                    while pending and (free or options.executor == "ray"):
-                        task = pending.popleft()
-                        slot = free.pop(0) if options.executor == "local" else None
-                        slot_of[id(task)] = slot
-                        task.slot = slot if slot is not None else ("ray" if options.executor == "ray" else "cpu")
-                        task.env = child_env(spec, task.planned, gpu=slot, threads=threads,
-                                             store=options.store)
-                        if task.resume_run_id:
-                            task.env["LABFOLIO_RESUME"] = task.resume_run_id
-                        task.state, task.launched_at = "running", time.time()
-                        executor.start(task, log_dir / f"{task.planned.variant}_s{task.planned.seed}.json")
-                        display.started(task)
-                    for task, code in executor.poll():
-                        if options.executor == "local":
-                            free.append(slot_of.pop(id(task)))
-                        monitor.refresh([task])
-                        _finish_task(store, location, spec, task, code, monitor, interrupted=False)
-                        display.ended(task)
-                    if time.monotonic() - last_poll >= options.poll_interval:
-                        monitor.refresh(tasks)
-                        last_poll = time.monotonic()
-                    display.update(tasks)
-                    time.sleep(0.1)
-            except KeyboardInterrupt:
-                report.interrupted = True
-                display.stopping(executor.running(), options.kill_after)
-                for task, code in executor.stop_all(options.kill_after):
-                    monitor.refresh([task])
-                    _finish_task(store, location, spec, task, code, monitor, interrupted=True)
-                    display.ended(task)
-                for task in pending:
-                    task.state, task.reason = "skipped", "not started (interrupted)"
-            display.update(tasks)
-    finally:
-        executor.close()
-    _conclude(store, spec, options, report, display)
-    return report
+    return run_specs([spec], options, displays=[display or make_display(spec, options)])[0]
 
 
-def _conclude(store, spec: Spec, options: RunOptions, report: RunReport, display) -> None:
-    """The comparison table over this plan's runs, then the notebook."""
-    from .analysis import RunView, format_comparison_table, seed_statistics
+def finished_views(store, report: RunReport) -> list:
+    """``RunView``s of the plan's runs that are no longer running, for its comparison table."""
+    from .analysis import RunView
 
-    run_ids = {t.run_id for t in report.tasks if t.run_id}
-    records = [store.get_run(run_id) for run_id in run_ids]
     views = []
-    for record in records:
+    for run_id in {t.run_id for t in report.tasks if t.run_id}:
+        record = store.get_run(run_id)
         if record.state == "running":
             continue
         summary = {k: e.value for k, e in record.summary.items()
@@ -664,23 +593,28 @@ def _conclude(store, spec: Spec, options: RunOptions, report: RunReport, display
                              seed=record.seed, state=record.state, config=record.config, summary=summary,
                              status_override=record.status, status_reason=record.status_reason,
                              started_at=record.started_at))
+    return views
+
+
+def comparison_table(spec: Spec, views: list) -> str:
+    """The analysis comparison of the spec's headline metrics over `views` ("" if nothing to compare)."""
+    from .analysis import format_comparison_table, seed_statistics
+
     logged = {key for view in views for key in view.summary}
     metrics = [m for m in spec.headline_metrics if m in logged]
-    if views and metrics:
-        stats = seed_statistics(views, metrics, baselines=spec.baseline, n_bootstrap=2000)
-        report.comparison = format_comparison_table(stats, metrics)
-    if options.notebook and views:
-        from .notebook import write_vault
-        from .notebook.mdtext import safe_name
+    if not (views and metrics):
+        return ""
+    return format_comparison_table(seed_statistics(views, metrics, baselines=spec.baseline, n_bootstrap=2000), metrics)
 
-        try:
-            report.vault = write_vault(store, options.notebook_dir)
-        except KeyboardInterrupt:  # a second Ctrl-C: the runs are stored, only the refresh is skipped
-            report.warnings.append("the notebook refresh was interrupted; the runs are in the store, "
-                                   "refresh it with: labfolio notes")
-        except Exception as exc:  # the runs are safe in the store; a notebook bug must not hide that
-            report.warnings.append(f"the notebook could not be refreshed ({type(exc).__name__}: {exc}); "
-                                   "the runs are in the store, retry with: labfolio notes")
-        else:
-            report.note_path = report.vault.out_dir / "experiments" / safe_name(spec.experiment) / "experiment.md"
-    display.conclude(report)
+
+def refresh_notebook(store, options: RunOptions):
+    """(the VaultReport, None), or (None, a warning) when the refresh failed or was interrupted."""
+    from .notebook import write_vault
+
+    try:
+        return write_vault(store, options.notebook_dir), None
+    except KeyboardInterrupt:  # a second Ctrl-C: the runs are stored, only the refresh is skipped
+        return None, "the notebook refresh was interrupted; the runs are in the store, refresh it with: labfolio notes"
+    except Exception as exc:  # the runs are safe in the store; a notebook bug must not hide that
+        return None, (f"the notebook could not be refreshed ({type(exc).__name__}: {exc}); "
+                      "the runs are in the store, retry with: labfolio notes")

@@ -50,6 +50,7 @@ class PlainDisplay:
         width = int(os.environ.get("COLUMNS", "0") or 0) or 160
         self.console = console or Console(width=width, soft_wrap=True, highlight=False)
         self.key_metric = (spec.headline_metrics or [None])[0]
+        self.title = spec.experiment  # the live table's; a pool of several specs names them all
         self._warnings_shown = 0
 
     # -- before
@@ -106,8 +107,9 @@ class PlainDisplay:
         took = format_duration((task.ended_at or time.time()) - (task.launched_at or time.time()))
         mark = _STATE_MARK.get(task.state, "?")
         line = f"  {mark} {task.label} {task.state} in {took}"
-        if task.key_value is not None and self.key_metric:
-            line += f" · {self.key_metric} {_value(task.key_value)}"
+        key_metric = task.key_metric or self.key_metric
+        if task.key_value is not None and key_metric:
+            line += f" · {key_metric} {_value(task.key_value)}"
         if task.steps_per_s:  # the speed stays on the console even if the store is lost
             line += f" · {task.steps_per_s:.3g} steps/s"
         if task.run_id:
@@ -135,7 +137,7 @@ class PlainDisplay:
                            f"{kill_after:g} s apart); their runs are marked killed and their points kept.[/]")
 
     # -- after
-    def conclude(self, report) -> None:
+    def conclude(self, report, notebook_summary: bool = True) -> None:
         counts = {state: report.count(state) for state in ("finished", "skipped", "failed", "crashed", "killed")}
         shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         self.console.print(escape(f"{self.spec.experiment}: {shown or 'nothing to do'}"))
@@ -147,8 +149,9 @@ class PlainDisplay:
         for warning in report.warnings[self._warnings_shown:]:  # the ones raised while running
             self.console.print(f"[yellow]warning:[/] {escape(warning)}")
         if report.vault is not None:
-            self.console.print()
-            self.console.print(escape(f"notebook: {report.vault.summary()}"))
+            if notebook_summary:  # once per refresh: a pool of several specs refreshes it once
+                self.console.print()
+                self.console.print(escape(f"notebook: {report.vault.summary()}"))
             if report.note_path is not None:
                 self.console.print(escape(f"experiment note: {report.note_path}"))
 
@@ -180,8 +183,10 @@ class LiveDisplay(PlainDisplay):
             self._live.update(self._render())
 
     def _render(self) -> Any:
-        table = Table(title=f"{self.spec.experiment}", title_justify="left", expand=False)
-        for column in ("run", "state", "on", "step", self.key_metric or "metric", "progress", "elapsed", "ETA"):
+        table = Table(title=self.title, title_justify="left", expand=False)
+        several = len({t.key_metric for t in self._tasks if t.key_metric}) > 1  # specs with other headline metrics
+        metric = "key metric" if several else (self.key_metric or "metric")
+        for column in ("run", "state", "on", "step", metric, "progress", "elapsed", "ETA"):
             table.add_column(column, no_wrap=True)
         now = time.time()
         for task in self._tasks:
