@@ -3,7 +3,7 @@
 It offers what the SDK and ``labfolio sync`` need: ``write_batch`` (POSTed to the server, which
 applies it to its SQL store in one transaction, after uploading the files of copied artifacts),
 the journal position and record of a run (run-id uniqueness, resume, exactly-once draining) and
-the stale-run sweep; and what ``labfolio runs``, ``show``, ``compare``, ``diff`` and ``check``
+the stale-run sweep; and what ``labfolio runs``, ``show``, ``compare``, ``diff``, ``check`` and ``export``
 read: run records, alerts, artifacts, experiments and full metric histories. Batching, retry with backoff
 and spooling to the local journal come from the drainer, which treats this store like any other:
 a failed POST raises ``StoreUnavailableError``, the drainer warns once and keeps the points in the
