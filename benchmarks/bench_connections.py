@@ -38,6 +38,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -340,8 +341,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     tiles_by_shape: dict[str, dict] = {}
     if args.kernel_sweep:
         sweep = kernel_sweep(args)
-        if args.json:
-            _write_json(args.json, torch.cuda.get_device_name(), args, sweep)
+        if args.json:  # with --tuned-table the table's rows go to --json, the sweep's beside them
+            sweep_json = str(Path(args.json).with_suffix(".sweep.json")) if args.tuned_table else args.json
+            _write_json(sweep_json, torch.cuda.get_device_name(), args, sweep)
         if not args.tuned_table:
             return sweep
         tiles_by_shape = fastest_tiles(sweep)
@@ -464,7 +466,6 @@ def kernel_sweep(args: argparse.Namespace) -> list[dict]:
             "pre_backward": lambda: mhc_kernels.launch_pre_backward(
                 *grads, x, phi, bias, gates, pre_outputs[4], pre_outputs[5], 20, 1.0),
         }
-        best = {}
         for kernel, candidates in _SWEEP_CANDIDATES.items():
             default = mhc_kernels.default_tiles(kernel, width, n, tokens)
             for tiles in itertools.product(*candidates):
@@ -483,9 +484,8 @@ def kernel_sweep(args: argparse.Namespace) -> list[dict]:
                 rows.append(row)
                 print(f"{shape_name:6} {kernel:18} {'x'.join(map(str, tiles)):12} {ms:8.3f} ms {gbps:7.0f} GB/s"
                       f"{'  (default)' if row['default'] else ''}", flush=True)
-                if kernel not in best or ms < best[kernel][1]:
-                    best[kernel] = (tiles, ms)
-        fastest = ";".join(f"{k}={'x'.join(map(str, t))}" for k, (t, _) in best.items())
+        best = fastest_tiles(rows).get(shape_name, {})
+        fastest = ";".join(f"{k}={'x'.join(map(str, t))}" for k, t in best.items())
         print(f"{shape_name}: fastest tiles  {mhc_kernels.TILES_ENV}=\"{fastest}\"", flush=True)
     return rows
 

@@ -81,9 +81,9 @@ def run_specs(specs: list[Spec], options: RunOptions | None = None, *, displays=
         raise ConfigError(f"executor {options.executor!r}: use local or ray")
     if not specs:
         raise ConfigError("no spec to run: give one or more spec files")
-    if displays is None:
-        specs = lineage_order(list(specs))
-        displays = [make_display(spec, options) for spec in specs]
+    given = dict(zip(map(id, specs), displays or []))
+    specs = lineage_order(list(specs))
+    displays = [given.get(id(spec)) or make_display(spec, options) for spec in specs]
     location = resolve_store(options.store)
     store = open_store(location)
     known = {e["name"] for e in store.experiments()}

@@ -304,13 +304,13 @@ def snapshot_store(location: StoreLocation, out: str | os.PathLike,
         if location.checkpoint_dir.is_dir():  # what killed runs need to resume (renamed into place whole)
             # only this store's runs' checkpoints: a shared LABFOLIO_CHECKPOINT_DIR holds other stores' too
             ours = _checkpoints_of(stage / SQLITE_FILENAME, location.checkpoint_dir)
-            if checkpoints:
+            if not checkpoints:
+                left_out = len(ours)
+            elif ours:
+                (stage / "checkpoints").mkdir()
                 for path in ours:
-                    (stage / "checkpoints").mkdir(exist_ok=True)
                     with contextlib.suppress(FileNotFoundError):  # resumed and finished meanwhile
                         shutil.copy2(path, stage / "checkpoints" / path.name)
-            else:
-                left_out = len(ours)
         if archive is None:
             say("Copying artifacts…")
             artifacts = _copy_folder(location.artifact_dir, stage / "artifacts") \

@@ -20,7 +20,7 @@ from .context import Context
 from .mdtext import clean_cell, format_date, format_number_text, match_heading, render_table
 from .results import key_metrics
 from .sections import FRONTMATTER_COMMENT, Layout, Slot, render_note, with_human_frontmatter
-from .snapshot import config_lookup, epochs_short, imported_cells, is_imported, run_git, run_speed
+from .snapshot import EPOCH_NAMES, config_lookup, epochs_short, imported_cells, is_imported, run_git, run_speed
 from .variant_note import key_scores
 
 __all__ = [
@@ -104,7 +104,7 @@ def _architecture(run) -> str:
 
 
 def _epochs(run) -> str:
-    epochs = config_lookup(run.config, ("epochs", "n_epochs", "num_epochs", "max_epochs"))
+    epochs = config_lookup(run.config, EPOCH_NAMES)
     if epochs is not None:
         short = epochs_short(run)
         return f"{short:.3g} of {epochs} ep" if short is not None else f"{epochs} ep"
