@@ -14,7 +14,7 @@
 #                                               SPLIT_MB=N, parts of N MiB (cat DEST/store.tar.xz.part_* > store.tar.xz);
 #                                               and DEST/rerun.tar.xz: the runner's output and GPU samples
 #
-# Environment: STORE (study_store), GPUS (0), RUNS_PER_GPU (12), SEEDS (0,1), LABFOLIO_DATA_DIR
+# Environment: STORE (study_store), GPUS (0), RUNS_PER_GPU (16), SEEDS (0,1), LABFOLIO_DATA_DIR
 # (.devdata: the folder holding cifar10-jpeg-q75.tar.xz, or the official CIFAR-10 tarball, and
 # tinyshakespeare.txt), LABFOLIO (the labfolio command), SPLIT_MB (0: one file), RUN_ARGS (more
 # `labfolio run` options, e.g. "--smoke" with GPUS=none to try the whole cycle on a CPU in a minute),
@@ -24,14 +24,14 @@ set -euo pipefail
 
 STORE=${STORE:-study_store}
 GPUS=${GPUS:-0}
-RUNS_PER_GPU=${RUNS_PER_GPU:-12}  # the 8 CIFAR-10 runs and 4 of the GPT runs at once
+RUNS_PER_GPU=${RUNS_PER_GPU:-16}  # all 16 runs at once: 8 of CIFAR-10, 8 of the GPT
 SEEDS=${SEEDS:-0,1}
 SPLIT_MB=${SPLIT_MB:-0}
 read -r -a RUN_ARGS <<< "${RUN_ARGS:-}"
 LABFOLIO=${LABFOLIO:-labfolio}
 export LABFOLIO_DATA_DIR=${LABFOLIO_DATA_DIR:-.devdata}
 # the long CIFAR-10 runs first, so that the short GPT runs fill the slots they leave
-STUDY=${STUDY:-"examples/cifar10_003.yaml examples/cifar10_004.yaml examples/results/specs/gpt_shakespeare_mhc.yaml"}
+STUDY=${STUDY:-"examples/results/specs/cifar10_003_60_epochs.yaml examples/results/specs/cifar10_004_60_epochs.yaml examples/results/specs/gpt_shakespeare_mhc.yaml"}
 STATE="$STORE/rerun"  # the pid file, the runner's own output and the GPU samples (pack adds them beside the store)
 
 runner_pids() {
