@@ -447,6 +447,19 @@ def test_hc_diagnostics_omit_sinkhorn_errors_and_static_mode_omits_gates():
     assert diagnostics["H_res_diag_mean"] == 1.0 and diagnostics["h_res_min"] == 0.0
 
 
+def test_one_stream_mhc_omits_the_constant_h_res_diagnostics_and_keeps_its_gains():
+    # H_res at n = 1 is [1] whatever the weights; logged, the H_res_diag_mean rule read it as
+    # "streams never mix" on every streams: 1 run of the reference study.
+    model = tiny_gpt(config("mhc", streams=1))
+    model(torch.randint(0, 256, (2, 8)))
+    diagnostics = model.diagnostics()
+    constant = {"H_res_diag_mean", "h_res_min", "sinkhorn_row_err", "sinkhorn_col_err_raw",
+                "amax_gain_fwd", "amax_gain_bwd"}
+    assert not constant & diagnostics.keys()
+    assert not any(name.startswith("amax_gain") for name in diagnostics)
+    assert {"H_pre_mean", "H_post_mean", "gate_value"} <= diagnostics.keys()
+
+
 def test_residual_model_has_no_diagnostics():
     model = tiny_gpt(ConnectionConfig())
     model(torch.randint(0, 256, (1, 8)))

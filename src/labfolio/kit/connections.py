@@ -287,6 +287,7 @@ def connection_diagnostics(model: nn.Module) -> dict[str, float]:
       ``amax_gain_fwd/layer{i}``/``amax_gain_bwd/layer{i}``. They stay ≈ 1 for mhc; growth in
       hc is the instability mHC was made to fix.
 
+    mhc at one stream omits everything derived from H_res (the 1x1 matrix [1], constant).
     Returns {} for a residual model. One host sync per call; none inside forward.
     """
     connections = [m for m in model.modules() if isinstance(m, (HyperConnection, ManifoldHyperConnection))]
@@ -297,9 +298,16 @@ def connection_diagnostics(model: nn.Module) -> dict[str, float]:
         raise RuntimeError("diagnostics() reads the most recent forward pass: run the model once first")
     values: dict[str, torch.Tensor] = {}
     h_res = [r.h_res.reshape(-1, *r.h_res.shape[-2:]) for r in records]  # (S, K, K) each
-    values["H_res_diag_mean"] = torch.stack([h.diagonal(dim1=-2, dim2=-1).mean() for h in h_res]).mean()
-    values["h_res_min"] = torch.stack([h.amin() for h in h_res]).amin()
-    if all(r.kind == "mhc" for r in records):
+    # mhc's H_res at one stream is the 1x1 doubly stochastic matrix [1] whatever the weights: its
+    # diagonal, Sinkhorn errors and gains are constants, and a constant 1.0 would read as "streams
+    # never mix" to the H_res_diag_mean rule. Only the H_pre/H_post gains and gates carry signal.
+    trivial_h_res = all(r.kind == "mhc" for r in records) and all(h.shape[-1] == 1 for h in h_res)
+    if trivial_h_res:
+        h_res = []
+    else:
+        values["H_res_diag_mean"] = torch.stack([h.diagonal(dim1=-2, dim2=-1).mean() for h in h_res]).mean()
+        values["h_res_min"] = torch.stack([h.amin() for h in h_res]).amin()
+    if all(r.kind == "mhc" for r in records) and not trivial_h_res:
         values["sinkhorn_row_err"] = torch.stack([(h.sum(-1) - 1).abs().amax() for h in h_res]).amax()
         values["sinkhorn_col_err_raw"] = torch.stack([(h.sum(-2) - 1).abs().amax() for h in h_res]).amax()
     gates = [r.gates for r in records if r.gates is not None]
@@ -321,8 +329,9 @@ def connection_diagnostics(model: nn.Module) -> dict[str, float]:
         # plain bmm is fine here since these are tiny K×K matrices outside the training graph.
         matrix = matrix.double()
         composite = matrix if composite is None else matrix @ composite
-    values["amax_gain_fwd"] = composite.abs().sum(-1).amax()
-    values["amax_gain_bwd"] = composite.abs().sum(-2).amax()
+    if composite is not None:
+        values["amax_gain_fwd"] = composite.abs().sum(-1).amax()
+        values["amax_gain_bwd"] = composite.abs().sum(-2).amax()
 
     names = list(values)
     numbers = torch.stack([values[name].double().reshape(()) for name in names]).tolist()
