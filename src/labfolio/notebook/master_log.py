@@ -20,7 +20,7 @@ from .context import Context
 from .mdtext import clean_cell, format_date, format_number_text, match_heading, render_table
 from .results import key_metrics
 from .sections import FRONTMATTER_COMMENT, Layout, Slot, render_note, with_human_frontmatter
-from .snapshot import EPOCH_NAMES, config_lookup, epochs_short, imported_cells, is_imported, run_git, run_speed
+from .snapshot import EPOCH_NAMES, config_lookup, data_label, epochs_short, imported_cells, is_imported, run_git, run_speed
 from .variant_note import key_scores
 
 __all__ = [
@@ -127,8 +127,8 @@ def _experiment_cell(ctx: Context, run) -> str:
 
 
 def _data_cell(run) -> str:
-    value = config_lookup(run.config, ("data", "dataset", "data.name", "dataset_name"))
-    return "--" if value is None else str(value)
+    value = data_label(run.config)
+    return "--" if value is None else value
 
 
 def _speed_cell(run) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "run_speed",
     "config_lookup",
     "EPOCH_NAMES",
+    "data_label",
     "epochs_short",
 ]
 
@@ -272,6 +273,19 @@ def run_git(run: RunRecord) -> str:
 
 
 EPOCH_NAMES = ("epochs", "n_epochs", "num_epochs", "max_epochs", "train.epochs")  # config keys that plan epochs
+# config keys that name a run's data; the lm recipe's `text` is a file path
+DATA_NAMES = ("data", "dataset", "data.name", "dataset_name", "text")
+
+
+def data_label(config: Mapping[str, Any]) -> str | None:
+    """The run's data as a table cell shows it: a name as given, a path by its file name
+    (`.devdata/tinyshakespeare.txt` -> `tinyshakespeare.txt`), None if the config names none."""
+    value = config_lookup(config, DATA_NAMES)
+    if value is None:
+        return None
+    text = str(value)
+    # a folder path ending in "/" still names its folder
+    return Path(text).name or text if ("/" in text or os.sep in text) else text
 
 
 def epochs_short(run: RunRecord) -> float | None:
