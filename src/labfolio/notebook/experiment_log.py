@@ -19,7 +19,7 @@ from .mdtext import dump_frontmatter, format_date, format_datetime, format_durat
 from .results import experiment_status, previous_diff, status_label, variant_order
 from .sections import (FRONTMATTER_COMMENT, Layout, ParsedNote, Slot, parse_note, render_sections,
                        with_human_frontmatter)
-from .snapshot import EPOCH_NAMES, ExperimentInfo, config_lookup, data_label, epochs_short, is_imported, run_git, run_speed
+from .snapshot import EPOCH_NAMES, ExperimentInfo, config_lookup, data_label, machine_label, epochs_short, is_imported, run_git, run_speed
 
 __all__ = [
     "ENTRY_LAYOUT",
@@ -144,7 +144,7 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
         lines.append(f"- Epochs: {', '.join(epochs)}{_epochs_reached(exp.runs)}")
     lines.append(f"- Steps: {', '.join(str(s) for s in steps) if steps else '--'}")
     gits = list(dict.fromkeys(run_git(r) for r in runs))
-    machines = list(dict.fromkeys(r.machine or r.host or "--" for r in runs))
+    machines = list(dict.fromkeys(machine_label(r) for r in runs))
     speeds = [s for r in exp.runs if (s := run_speed(r)) is not None]
     speed = f"{sum(speeds) / len(speeds):.4g} steps/s (mean of {len(speeds)})" if speeds else "--"
     lines.append(f"- Git: {', '.join(g for g in gits if g != '--') or '--'}")

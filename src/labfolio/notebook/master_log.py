@@ -20,7 +20,7 @@ from .context import Context
 from .mdtext import clean_cell, format_date, format_number_text, match_heading, render_table
 from .results import key_metrics
 from .sections import FRONTMATTER_COMMENT, Layout, Slot, render_note, with_human_frontmatter
-from .snapshot import EPOCH_NAMES, config_lookup, data_label, epochs_short, imported_cells, is_imported, run_git, run_speed
+from .snapshot import EPOCH_NAMES, config_lookup, data_label, machine_label, epochs_short, imported_cells, is_imported, run_git, run_speed
 from .variant_note import key_scores
 
 __all__ = [
@@ -161,7 +161,7 @@ _CELLS = {
     "experiment": lambda ctx, run, metrics: _experiment_cell(ctx, run),
     "architecture": lambda ctx, run, metrics: _architecture(run),
     "data": lambda ctx, run, metrics: _data_cell(run),
-    "machine": lambda ctx, run, metrics: run.machine or run.host or "--",
+    "machine": lambda ctx, run, metrics: machine_label(run),
     "epochs": lambda ctx, run, metrics: _epochs(run),
     "key_scores": lambda ctx, run, metrics: key_scores(run, metrics),
     "eff_rank": lambda ctx, run, metrics: _eff_rank(run),

@@ -36,6 +36,7 @@ __all__ = [
     "config_lookup",
     "EPOCH_NAMES",
     "data_label",
+    "machine_label",
     "epochs_short",
 ]
 
@@ -273,6 +274,21 @@ def run_git(run: RunRecord) -> str:
 
 
 EPOCH_NAMES = ("epochs", "n_epochs", "num_epochs", "max_epochs", "train.epochs")  # config keys that plan epochs
+def machine_label(run: RunRecord) -> str:
+    """The machine a run trained on, with its GPUs when it had any: `vm (1× H200)`.
+
+    Speeds are only comparable on the same accelerator, and host names rarely say which it was.
+    """
+    name = run.machine or run.host
+    gpus = (run.provenance or {}).get("machine", {}).get("gpus") or []
+    models = [str(g.get("name") or "").removeprefix("NVIDIA ").strip() for g in gpus if isinstance(g, dict)]
+    models = [m for m in models if m]
+    if not models:
+        return name or "--"
+    counted = ", ".join(f"{models.count(m)}× {m}" for m in dict.fromkeys(models))
+    return f"{name} ({counted})" if name else counted
+
+
 # config keys that name a run's data; the lm recipe's `text` is a file path
 DATA_NAMES = ("data", "dataset", "data.name", "dataset_name", "text")
 

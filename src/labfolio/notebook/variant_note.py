@@ -16,7 +16,7 @@ from ..analysis.alerts import format_step
 from .mdtext import format_date, format_datetime, format_number_text, render_table
 from .results import experiment_metrics, key_metrics, status_label, values_as_written
 from .sections import FRONTMATTER_FIELD, Layout, Slot, render_note, with_human_frontmatter
-from .snapshot import ExperimentInfo, imported_cells, is_imported, run_git, run_speed
+from .snapshot import ExperimentInfo, imported_cells, is_imported, machine_label, run_git, run_speed
 
 __all__ = ["LAYOUT", "FRONTMATTER_KEYS", "render_variant_note", "variant_frontmatter", "key_scores"]
 
@@ -133,7 +133,7 @@ def _runs_lines(ctx: Context, exp: ExperimentInfo, variant: str) -> list[str]:
         cells = [f"`{run.run_id}`", "--" if run.seed is None else str(run.seed), run.state,
                  proposal.label, format_datetime(run.started_at),
                  "--" if run.last_step is None else str(run.last_step + 1),
-                 "--" if speed is None else f"{speed:.4g}", run_git(run), run.machine or run.host or "--"]
+                 "--" if speed is None else f"{speed:.4g}", run_git(run), machine_label(run)]
         for metric in metrics:
             entry = run.summary.get(metric)
             cells.append("--" if entry is None or entry.value is None
