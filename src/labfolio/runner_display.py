@@ -195,8 +195,11 @@ class LiveDisplay(PlainDisplay):
             if task.launched_at is not None:
                 elapsed = (task.ended_at or now) - task.launched_at
             progress = "-" if task.progress is None else f"{100 * task.progress:.0f}%"
+            value = _value(task.key_value)
+            if several and task.key_metric and task.key_value is not None:
+                value = f"{task.key_metric} {value}"  # the column mixes metrics: each cell says which
             table.add_row(task.label, Text(task.state, style=style), _slot_text(task.slot) if task.slot else "-",
-                          "-" if task.last_step is None else str(task.last_step), _value(task.key_value),
+                          "-" if task.last_step is None else str(task.last_step), value,
                           progress, format_duration(elapsed), format_duration(task.eta_s))
         etas = [t.eta_s for t in self._tasks if t.eta_s is not None]
         waiting = sum(1 for t in self._tasks if t.state == "pending")

@@ -447,6 +447,18 @@ def test_hc_diagnostics_omit_sinkhorn_errors_and_static_mode_omits_gates():
     assert diagnostics["H_res_diag_mean"] == 1.0 and diagnostics["h_res_min"] == 0.0
 
 
+def test_sinkhorn_mean_column_error_averages_over_tokens_what_the_raw_error_maxes():
+    # one Sinkhorn iteration from a mixing init leaves the columns visibly off
+    model = tiny_gpt(config("mhc", sinkhorn_iters=1, hres_offdiag_init=-0.5))
+    model(torch.randint(0, 256, (2, 8)))
+    diagnostics = model.diagnostics()
+    matrices = [m.recorded.h_res.reshape(-1, 4, 4) for m in model.modules() if isinstance(m, ManifoldHyperConnection)]
+    per_matrix = torch.cat([(h.sum(-2) - 1).abs().amax(-1) for h in matrices])
+    assert diagnostics["sinkhorn_col_err_raw"] == pytest.approx(per_matrix.max().item(), rel=1e-5)
+    assert diagnostics["sinkhorn_col_err_mean"] == pytest.approx(per_matrix.mean().item(), rel=1e-5)
+    assert 0 < diagnostics["sinkhorn_col_err_mean"] <= diagnostics["sinkhorn_col_err_raw"]
+
+
 def test_one_stream_mhc_omits_the_constant_h_res_diagnostics_and_keeps_its_gains():
     # H_res at n = 1 is [1] whatever the weights; logged, the H_res_diag_mean rule read it as
     # "streams never mix" on every streams: 1 run of the reference study.
@@ -454,7 +466,7 @@ def test_one_stream_mhc_omits_the_constant_h_res_diagnostics_and_keeps_its_gains
     model(torch.randint(0, 256, (2, 8)))
     diagnostics = model.diagnostics()
     constant = {"H_res_diag_mean", "h_res_min", "sinkhorn_row_err", "sinkhorn_col_err_raw",
-                "amax_gain_fwd", "amax_gain_bwd"}
+                "sinkhorn_col_err_mean", "amax_gain_fwd", "amax_gain_bwd"}
     assert not constant & diagnostics.keys()
     assert not any(name.startswith("amax_gain") for name in diagnostics)
     assert {"H_pre_mean", "H_post_mean", "gate_value"} <= diagnostics.keys()

@@ -72,3 +72,31 @@ def test_the_cli_takes_several_specs_and_a_second_call_skips_what_finished(write
     again = runner.invoke(app, ["run", *paths, "--gpus", "none", "--no-notebook", "--dry-run"])
     assert again.exit_code == 0, again.output
     assert again.output.count("skipped: finished earlier") == 3
+
+
+def test_a_live_table_over_specs_with_other_headline_metrics_names_each_cells_metric():
+    import io
+
+    from rich.console import Console
+
+    from labfolio.runner import Task
+    from labfolio.runner_display import LiveDisplay
+
+    spec = parse_spec("experiment: mixed\ncommand: [python, train.py]\nvariants: {a: {}}\nseeds: [0]\n")
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    display = LiveDisplay(spec, RunOptions(), console)
+    tasks = []
+    for experiment, metric, value in (("vit", "test/acc", 0.8215), ("gpt", "val/bpb", 2.207)):
+        task = Task(planned=spec.plan()[0], state="running", last_step=10, key_value=value, key_metric=metric,
+                    prefix=f"{experiment}/")
+        tasks.append(task)
+    display._tasks = tasks  # what live() hands it
+    console.print(display._render())
+    text = console.file.getvalue()
+    assert "key metric" in text and "test/acc 0.8215" in text and "val/bpb 2.207" in text
+    # one headline metric: the column is named after it and the cells hold bare values
+    tasks[1].key_metric = "test/acc"
+    display._tasks = tasks
+    console.file = io.StringIO()
+    console.print(display._render())
+    assert "test/acc 0.8215" not in console.file.getvalue()

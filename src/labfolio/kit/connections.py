@@ -62,6 +62,7 @@ DIAGNOSTIC_NAMES = (
     "h_res_min",
     "sinkhorn_row_err",
     "sinkhorn_col_err_raw",
+    "sinkhorn_col_err_mean",
     "gate_value",
     "H_pre_mean",
     "H_pre_min",
@@ -278,7 +279,8 @@ def connection_diagnostics(model: nn.Module) -> dict[str, float]:
     - ``H_res_diag_mean`` (mean diagonal), ``h_res_min`` (smallest entry);
     - mhc only: ``sinkhorn_row_err`` (max |row sum − 1|, rows are normalised last, so this is
       rounding) and ``sinkhorn_col_err_raw`` (max |column sum − 1| of the H_res actually used:
-      the convergence error left after the final row normalisation);
+      the convergence error left after the final row normalisation, for the worst matrix) and
+      ``sinkhorn_col_err_mean`` (the same error averaged over tokens and connections);
     - ``gate_value``: mean |gate| (mhc's α, hc's s_α and s_β), dynamic mode only;
     - ``H_pre_*`` and ``H_post_*``: mean, min and max over all entries;
     - ``stream_similarity``: mean pairwise cosine between the final streams (n ≥ 2);
@@ -310,6 +312,8 @@ def connection_diagnostics(model: nn.Module) -> dict[str, float]:
     if all(r.kind == "mhc" for r in records) and not trivial_h_res:
         values["sinkhorn_row_err"] = torch.stack([(h.sum(-1) - 1).abs().amax() for h in h_res]).amax()
         values["sinkhorn_col_err_raw"] = torch.stack([(h.sum(-2) - 1).abs().amax() for h in h_res]).amax()
+        # the worst matrix says that some token's H_res is off; the mean says how many are
+        values["sinkhorn_col_err_mean"] = torch.stack([(h.sum(-2) - 1).abs().amax(-1).mean() for h in h_res]).mean()
     gates = [r.gates for r in records if r.gates is not None]
     if gates:
         values["gate_value"] = torch.cat(gates).abs().mean()
