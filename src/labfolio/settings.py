@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["StoreLocation", "find_project_root", "resolve_store", "fallback_journal_dir"]
+__all__ = ["StoreLocation", "find_project_root", "resolve_store", "fallback_journal_dir", "cache_dir"]
 
 SQLITE_FILENAME = "labfolio.db"
 CHECKPOINT_DIR_ENV = "LABFOLIO_CHECKPOINT_DIR"
@@ -126,6 +126,17 @@ def resolve_store(store: str | os.PathLike | None = None, *, home: str | os.Path
     if folder.suffix == ".db":
         return StoreLocation(f"sqlite:///{folder.resolve()}", folder.parent.resolve())
     return StoreLocation(_sqlite_url(folder.resolve()), folder.resolve())
+
+
+def cache_dir(*parts: str) -> Path:
+    """labfolio's cache folder (made if missing): $LABFOLIO_CACHE_DIR, else $XDG_CACHE_HOME/labfolio."""
+    if os.environ.get("LABFOLIO_CACHE_DIR"):
+        base = Path(os.environ["LABFOLIO_CACHE_DIR"]).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "labfolio"
+    folder = base.joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def fallback_journal_dir() -> Path:

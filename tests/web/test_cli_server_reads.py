@@ -108,8 +108,11 @@ def test_check_compare_and_diff_read_the_server(server, tmp_path):
     assert diffed.exit_code == 0, diffed.output
 
 
-def test_export_reads_the_server_and_the_notebook_names_what_to_use_instead(server, tmp_path):
+def test_export_reads_the_server_and_what_it_does_not_serve_names_what_to_use_instead(server, tmp_path,
+                                                                                     monkeypatch):
     from labfolio.cli import app
+    from labfolio.settings import resolve_store
+    from labfolio.store.http import HTTPStore, NotOnServerError
 
     proc, token = server
     runner = CliRunner()
@@ -119,7 +122,8 @@ def test_export_reads_the_server_and_the_notebook_names_what_to_use_instead(serv
     assert exported.exit_code == 0, exported.output
     rows = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 4 and "loss" in rows[1] and "1.5" in rows[-1]
-    notes = runner.invoke(app, ["notes", "--out", str(tmp_path / "vault")], env=env)
-    assert notes.exit_code == 1, notes.output
-    assert "is not available through the labfolio server" in notes.output
-    assert "--store" in notes.output and f"{proc.url}/runs" in notes.output
+    monkeypatch.setenv("LABFOLIO_SERVER", proc.url)
+    with pytest.raises(NotOnServerError) as refused:
+        HTTPStore(resolve_store(None), token).compact_points()
+    assert "is not available through the labfolio server" in str(refused.value)
+    assert "--store" in str(refused.value) and f"{proc.url}/runs" in str(refused.value)

@@ -32,6 +32,7 @@ __all__ = ["PlotSpec", "PLOT_VERSION", "plan_plots", "draw_plot", "LR_KEYS"]
 PLOT_VERSION = 2  # bump when drawing changes, so cached plots are redrawn
 LR_KEYS = re.compile(r"(^|/)(lr|learning_rate|lr_\w+)$", re.I)
 _EMBEDDING_NAME = re.compile(r"embed|proj|tsne|t-sne|umap|pca", re.I)
+_EMBEDDING_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".npz")
 _LOSS_KEYS = ("train/loss", "loss", "train_loss", "training/loss")
 _MAX_CURVES = 6
 _GRID_POINTS = 200
@@ -87,7 +88,7 @@ def plan_plots(exp: ExperimentInfo, metrics: Sequence[str], artifacts: dict | No
         images = [(r, a) for r in exp.runs if described is None or r.run_id in described
                   for a in artifacts.get(r.run_id, [])
                   if _EMBEDDING_NAME.search(a.name) and (a.kind in ("image", "embedding", "file", "array"))
-                  and Path(a.path).suffix.lower() in (".png", ".jpg", ".jpeg", ".npy", ".npz")]
+                  and _artifact_suffix(a) in _EMBEDDING_SUFFIXES]
         if images:
             hashes = [[r.run_id, a.name, a.sha256] for r, a in images]
             specs.append(PlotSpec("embedding", "", f"{folder}/embeddings.png", "Embedding projections (run artifacts)",
@@ -207,17 +208,28 @@ def _project(points: np.ndarray) -> np.ndarray:
     return projected if projected.shape[1] == 2 else np.pad(projected, ((0, 0), (0, 2 - projected.shape[1])))
 
 
-def _embeddings(spec: PlotSpec, exp: ExperimentInfo, artifacts) -> bytes:
+def _artifact_suffix(artifact) -> str:
+    # a server store's copied artifact has a URL for its path; its name keeps the file's suffix
+    return (Path(artifact.path).suffix or Path(artifact.name).suffix).lower()
+
+
+def _local_file(store, artifact) -> Path:
+    """Where the artifact's file can be read here: its path, or a copy fetched from a server store."""
+    fetch = getattr(type(store), "artifact_file", None)  # only stores that keep files elsewhere have one
+    return fetch(store, artifact) if fetch is not None else Path(artifact.path)
+
+
+def _embeddings(spec: PlotSpec, exp: ExperimentInfo, artifacts, store=None) -> bytes:
     items = [(r, a) for r in exp.runs if r.run_id in spec.run_ids for a in artifacts.get(r.run_id, [])
-             if _EMBEDDING_NAME.search(a.name) and Path(a.path).suffix.lower() in (".png", ".jpg", ".jpeg", ".npy", ".npz")]
+             if _EMBEDDING_NAME.search(a.name) and _artifact_suffix(a) in _EMBEDDING_SUFFIXES]
     items = items[:6]
     columns = min(3, len(items))
     rows = (len(items) + columns - 1) // columns
     figure = _figure(3.2 * columns, 3.0 * rows)
     for index, (run, artifact) in enumerate(items):
         axes = figure.add_subplot(rows, columns, index + 1)
-        path = Path(artifact.path)
         try:
+            path = _local_file(store, artifact)
             if path.suffix.lower() in (".npy", ".npz"):
                 points, labels = _load_embedding(path)
                 projected = _project(points)
@@ -251,5 +263,5 @@ def draw_plot(spec: PlotSpec, exp: ExperimentInfo, store, artifacts: dict | None
     if spec.kind == "lr":
         return _lr(spec, exp, history)
     if spec.kind == "embedding":
-        return _embeddings(spec, exp, artifacts or {})
+        return _embeddings(spec, exp, artifacts or {}, store)
     raise ValueError(f"unknown plot kind {spec.kind!r}")

@@ -3,8 +3,9 @@
 It offers what the SDK and ``labfolio sync`` need: ``write_batch`` (POSTed to the server, which
 applies it to its SQL store in one transaction, after uploading the files of copied artifacts),
 the journal position and record of a run (run-id uniqueness, resume, exactly-once draining) and
-the stale-run sweep; and what ``labfolio runs``, ``show``, ``compare``, ``diff``, ``check`` and ``export``
-read: run records, alerts, artifacts, experiments and full metric histories. Batching, retry with backoff
+the stale-run sweep; and what ``labfolio runs``, ``show``, ``compare``, ``diff``, ``check``, ``export`` and
+``notes`` read: run records, alerts, artifacts (and their files), experiments, full metric histories
+and the human note fields. Batching, retry with backoff
 and spooling to the local journal come from the drainer, which treats this store like any other:
 a failed POST raises ``StoreUnavailableError``, the drainer warns once and keeps the points in the
 journal, and ``labfolio sync`` uploads whatever is left later.
@@ -14,6 +15,7 @@ Only the standard library is used, so a training machine needs no extra to log t
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import math
@@ -28,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from ..artifacts import blob_path, contained_file, is_sha256, is_suffix
 
 from ..errors import ConfigError, RunNotFoundError, StoreError, StoreUnavailableError
-from ..settings import StoreLocation
+from ..settings import StoreLocation, cache_dir
 from .batch import Batch, BatchResult
 from .records import AlertRecord, ArtifactRecord, MetricHistory, RunRecord, SummaryEntry
 from .wire import BATCH_CONTENT_TYPE, decode_history, encode_batch
@@ -164,6 +166,13 @@ class HTTPStore:
                                      auth=auth)
         return self._answer(method, path, status, payload, not_found)
 
+    def _request_bytes(self, method: str, path: str) -> bytes:
+        """A request whose answer is a file, not JSON; errors are read as ``_request`` reads them."""
+        status, payload = self._send(method, path)
+        if status >= 400:
+            self._answer(method, path, status, payload)
+        return payload
+
     def _answer(self, method: str, path: str, status: int, payload: bytes, not_found: str | None = None):
         where = self.location.describe()
         try:
@@ -283,8 +292,37 @@ class HTTPStore:
         query = f"?project={quote(project, safe='')}" if project is not None else ""
         return list(self._request("GET", f"{API_PREFIX}/experiments{query}")["experiments"])
 
+    def note_fields_for_scope(self, scope: str) -> dict[str, dict[str, str]]:
+        """Every owner's human note fields in one scope, as the server's store holds them."""
+        data = self._request("GET", f"{API_PREFIX}/notes/{quote(scope, safe='')}")
+        return {owner: dict(fields) for owner, fields in data["fields"].items()}
+
+    def note_fields(self, scope: str, owner: str) -> dict[str, str]:
+        return self.note_fields_for_scope(scope).get(owner, {})
+
+    def artifact_file(self, artifact: ArtifactRecord) -> Path:
+        """A local copy of a copied artifact's file (its ``path`` is the server URL), downloaded once
+        into the cache folder under its content hash and checked against it."""
+        if artifact.is_reference or not artifact.path.startswith(self.location.url.rstrip("/")):
+            return Path(artifact.path)
+        suffix = Path(artifact.name).suffix if is_suffix(Path(artifact.name).suffix) else ""
+        folder = cache_dir("server-artifacts")
+        target = folder / f"{artifact.sha256}{suffix}" if is_sha256(artifact.sha256 or "") else None
+        if target is not None and target.is_file():
+            return target
+        payload = self._request_bytes("GET", artifact.path[len(self.location.url.rstrip("/")):])
+        if target is None:
+            target = folder / f"{hashlib.sha256(payload).hexdigest()}{suffix}"
+        elif hashlib.sha256(payload).hexdigest() != artifact.sha256:
+            raise StoreError(f"artifact {artifact.name!r} from {self.location.describe()} does not match its "
+                             "sha256: the download was damaged or the server's copy changed; try again")
+        partial = target.with_name(target.name + f".{os.getpid()}.part")
+        partial.write_bytes(payload)
+        partial.replace(target)
+        return target
+
     def __getattr__(self, name: str):
-        # The rest of the store interface (histories, frames, notes, bulk reads) is not served over
+        # The rest of the store interface (frames, bulk reads, compaction) is not served over
         # HTTP: say so, and what to use, rather than fail with a bare AttributeError.
         if name.startswith("_"):
             raise AttributeError(name)

@@ -138,6 +138,13 @@ def experiments(request: Request, project: Optional[str] = Query(None, descripti
     return {"experiments": request.app.state.store.experiments(project)}
 
 
+@router.get("/notes/{scope}", dependencies=[Depends(can_read)])
+def note_fields(request: Request, scope: str):
+    """The human note fields of one scope (project, experiment, variant or run), per owner:
+    what ``labfolio notes`` merges into the vault it renders."""
+    return {"scope": scope, "fields": request.app.state.store.note_fields_for_scope(scope)}
+
+
 @router.get("/runs/{run_id}/journal-position", dependencies=[Depends(can_read)])
 def journal_position(request: Request, run_id: str):
     """How far the server has drained a run's journal (null: no such run yet)."""
