@@ -16,7 +16,8 @@
 #
 # Environment: STORE (study_store), GPUS (0), RUNS_PER_GPU (16), SEEDS (0,1), LABFOLIO_DATA_DIR
 # (.devdata: the folder holding cifar10-jpeg-q75.tar.xz, or the official CIFAR-10 tarball, and
-# tinyshakespeare.txt), LABFOLIO (the labfolio command), SPLIT_MB (0: one file), RUN_ARGS (more
+# tinyshakespeare.txt), LABFOLIO (the labfolio command, e.g.
+# "python3 -m labfolio" where its console script is not installed), SPLIT_MB (0: one file), RUN_ARGS (more
 # `labfolio run` options, e.g. "--smoke" with GPUS=none to try the whole cycle on a CPU in a minute),
 # MPS (1: start CUDA's multi-process service first, so that the kernels of runs sharing a GPU can
 # run at the same time instead of taking turns; stop ends it).
@@ -28,7 +29,7 @@ RUNS_PER_GPU=${RUNS_PER_GPU:-16}  # all 16 runs at once: 8 of CIFAR-10, 8 of the
 SEEDS=${SEEDS:-0,1}
 SPLIT_MB=${SPLIT_MB:-0}
 read -r -a RUN_ARGS <<< "${RUN_ARGS:-}"
-LABFOLIO=${LABFOLIO:-labfolio}
+read -r -a LABFOLIO <<< "${LABFOLIO:-labfolio}"  # a command of several words is fine
 export LABFOLIO_DATA_DIR=${LABFOLIO_DATA_DIR:-.devdata}
 # the long CIFAR-10 runs first, so that the short GPT runs fill the slots they leave
 STUDY=${STUDY:-"examples/results/specs/cifar10_003_60_epochs.yaml examples/results/specs/cifar10_004_60_epochs.yaml examples/results/specs/gpt_shakespeare_mhc.yaml"}
@@ -55,9 +56,9 @@ start() {
     for spec in "${specs[@]}"; do
         [ -f "$spec" ] || { echo "rerun: no spec at $spec" >&2; exit 2; }
     done
-    "$LABFOLIO" run "${specs[@]}" --dry-run --gpus "$GPUS" --seeds "$SEEDS" --store "$STORE" \
+    "${LABFOLIO[@]}" run "${specs[@]}" --dry-run --gpus "$GPUS" --seeds "$SEEDS" --store "$STORE" \
         ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} > /dev/null \
-        || { echo "rerun: the specs do not validate; see: $LABFOLIO run ${specs[*]} --dry-run" >&2; exit 2; }
+        || { echo "rerun: the specs do not validate; see: ${LABFOLIO[*]} run ${specs[*]} --dry-run" >&2; exit 2; }
     if [ "${MPS:-0}" = 1 ]; then
         if command -v nvidia-cuda-mps-control > /dev/null; then
             nvidia-cuda-mps-control -d && touch "$STATE/mps" && echo "rerun: CUDA MPS started"
@@ -66,7 +67,7 @@ start() {
         fi
     fi
     # one runner, one pool: RUNS_PER_GPU runs of all the specs at once, each spec after its previous
-    PYTHONUNBUFFERED=1 setsid nohup "$LABFOLIO" run "${specs[@]}" --gpus "$GPUS" --runs-per-gpu "$RUNS_PER_GPU" \
+    PYTHONUNBUFFERED=1 setsid nohup "${LABFOLIO[@]}" run "${specs[@]}" --gpus "$GPUS" --runs-per-gpu "$RUNS_PER_GPU" \
         --seeds "$SEEDS" --store "$STORE" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} >> "$STATE/runner.log" 2>&1 < /dev/null &
     echo $! > "$STATE/runner.pid"
     echo "rerun: ${specs[*]} started (pid $!, log $STATE/runner.log)"
@@ -78,7 +79,7 @@ start() {
 }
 
 status() {
-    "$LABFOLIO" runs --store "$STORE" --limit 40 || true
+    "${LABFOLIO[@]}" runs --store "$STORE" --limit 40 || true
     if [ -s "$STATE/gpu.csv" ]; then
         awk -F', ' '{ sub(/ %/, "", $3); busy += $3; n++ } END { if (n) printf "GPU busy %.0f%% on average over %d samples\n", busy / n, n }' "$STATE/gpu.csv"
     fi
@@ -128,7 +129,7 @@ pack() {
     mkdir -p "$dest"
     rm -f "$dest/store.tar.xz" "$dest"/store.tar.xz.part_* "$dest/rerun.tar.xz"
     if [ -d "$STATE" ]; then tar -C "$STORE" -cJf "$dest/rerun.tar.xz" --exclude='*.pid' --exclude=gpu_sampler rerun; fi
-    "$LABFOLIO" snapshot "$dest/store.tar.xz" --store "$STORE" --no-checkpoints --compact
+    "${LABFOLIO[@]}" snapshot "$dest/store.tar.xz" --store "$STORE" --no-checkpoints --compact
     if [ "$SPLIT_MB" -gt 0 ]; then
         split -b "${SPLIT_MB}M" -d "$dest/store.tar.xz" "$dest/store.tar.xz.part_"
         rm "$dest/store.tar.xz"

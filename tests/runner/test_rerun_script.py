@@ -65,8 +65,10 @@ def test_rerun_starts_one_detached_runner_for_the_specs_and_packs_a_store_that_r
 def test_rerun_refuses_a_spec_that_does_not_validate_and_starts_nothing(write_spec, tmp_path):
     bad = write_spec("experiment: toy\ncommand: python {toy}\nvariants:\n  a: {}\nseeds: [0]\nepochs: 3\n",
                      name="bad.yaml")
-    env = {**os.environ, "STORE": str(tmp_path / "s"), "GPUS": "none",
-           "LABFOLIO": str(Path(sys.executable).with_name("labfolio"))}
+    # LABFOLIO may be a command of several words, for a checkout without the console script
+    env = {**os.environ, "STORE": str(tmp_path / "s"), "GPUS": "none", "LABFOLIO": f"{sys.executable} -m labfolio"}
     result = _script("start", str(bad), env=env, cwd=tmp_path)
     assert result.returncode == 2 and "do not validate" in result.stderr
+    assert "unknown spec key 'epochs'" in result.stderr  # labfolio itself ran and said why
+    assert f"see: {sys.executable} -m labfolio run" in result.stderr
     assert not (tmp_path / "s" / "rerun" / "runner.pid").exists()
