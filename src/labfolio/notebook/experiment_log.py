@@ -19,7 +19,8 @@ from .mdtext import dump_frontmatter, format_date, format_datetime, format_durat
 from .results import experiment_status, previous_diff, status_label, variant_order
 from .sections import (FRONTMATTER_COMMENT, Layout, ParsedNote, Slot, parse_note, render_sections,
                        with_human_frontmatter)
-from .snapshot import EPOCH_NAMES, ExperimentInfo, config_lookup, data_label, machine_label, epochs_short, is_imported, run_git, run_speed
+from .snapshot import (EPOCH_NAMES, ExperimentInfo, config_lookup, data_label, epochs_short, is_imported,
+                       machine_label, run_git, run_speed)
 
 __all__ = [
     "ENTRY_LAYOUT",

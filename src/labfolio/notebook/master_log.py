@@ -20,7 +20,8 @@ from .context import Context
 from .mdtext import clean_cell, format_date, format_number_text, match_heading, render_table
 from .results import key_metrics
 from .sections import FRONTMATTER_COMMENT, Layout, Slot, render_note, with_human_frontmatter
-from .snapshot import EPOCH_NAMES, config_lookup, data_label, machine_label, epochs_short, imported_cells, is_imported, run_git, run_speed
+from .snapshot import (EPOCH_NAMES, config_lookup, data_label, epochs_short, imported_cells, is_imported, machine_label,
+                       run_git, run_speed)
 from .variant_note import key_scores
 
 __all__ = [

@@ -274,13 +274,15 @@ def run_git(run: RunRecord) -> str:
 
 
 EPOCH_NAMES = ("epochs", "n_epochs", "num_epochs", "max_epochs", "train.epochs")  # config keys that plan epochs
+
+
 def machine_label(run: RunRecord) -> str:
     """The machine a run trained on, with its GPUs when it had any: `vm (1× H200)`.
 
     Speeds are only comparable on the same accelerator, and host names rarely say which it was.
     """
     name = run.machine or run.host
-    gpus = (run.provenance or {}).get("machine", {}).get("gpus") or []
+    gpus = ((run.provenance or {}).get("machine") or {}).get("gpus") or []
     models = [str(g.get("name") or "").removeprefix("NVIDIA ").strip() for g in gpus if isinstance(g, dict)]
     models = [m for m in models if m]
     if not models:
