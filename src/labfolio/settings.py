@@ -128,12 +128,14 @@ def resolve_store(store: str | os.PathLike | None = None, *, home: str | os.Path
     return StoreLocation(_sqlite_url(folder.resolve()), folder.resolve())
 
 
+def _user_cache() -> Path:
+    """$XDG_CACHE_HOME/labfolio, else ~/.cache/labfolio."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "labfolio"
+
+
 def cache_dir(*parts: str) -> Path:
     """labfolio's cache folder (made if missing): $LABFOLIO_CACHE_DIR, else $XDG_CACHE_HOME/labfolio."""
-    if os.environ.get("LABFOLIO_CACHE_DIR"):
-        base = Path(os.environ["LABFOLIO_CACHE_DIR"]).expanduser()
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "labfolio"
+    base = Path(os.environ["LABFOLIO_CACHE_DIR"]).expanduser() if os.environ.get("LABFOLIO_CACHE_DIR") else _user_cache()
     folder = base.joinpath(*parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -141,8 +143,7 @@ def cache_dir(*parts: str) -> Path:
 
 def fallback_journal_dir() -> Path:
     """Where journals go when the store's own folder cannot be written (e.g. read-only)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    candidate = Path(cache) / "labfolio" / "journal"
+    candidate = _user_cache() / "journal"
     try:
         candidate.mkdir(parents=True, exist_ok=True)
         return candidate

@@ -303,17 +303,18 @@ def connection_diagnostics(model: nn.Module) -> dict[str, float]:
     # mhc's H_res at one stream is the 1x1 doubly stochastic matrix [1] whatever the weights: its
     # diagonal, Sinkhorn errors and gains are constants, and a constant 1.0 would read as "streams
     # never mix" to the H_res_diag_mean rule. Only the H_pre/H_post gains and gates carry signal.
-    trivial_h_res = all(r.kind == "mhc" for r in records) and all(h.shape[-1] == 1 for h in h_res)
-    if trivial_h_res:
-        h_res = []
-    else:
+    all_mhc = all(r.kind == "mhc" for r in records)
+    if all_mhc and all(h.shape[-1] == 1 for h in h_res):
+        h_res = []  # nothing below is derived from it, the gains included
+    if h_res:
         values["H_res_diag_mean"] = torch.stack([h.diagonal(dim1=-2, dim2=-1).mean() for h in h_res]).mean()
         values["h_res_min"] = torch.stack([h.amin() for h in h_res]).amin()
-    if all(r.kind == "mhc" for r in records) and not trivial_h_res:
+    if all_mhc and h_res:
         values["sinkhorn_row_err"] = torch.stack([(h.sum(-1) - 1).abs().amax() for h in h_res]).amax()
-        values["sinkhorn_col_err_raw"] = torch.stack([(h.sum(-2) - 1).abs().amax() for h in h_res]).amax()
+        col_err = [(h.sum(-2) - 1).abs().amax(-1) for h in h_res]  # per matrix: its worst column
         # the worst matrix says that some token's H_res is off; the mean says how many are
-        values["sinkhorn_col_err_mean"] = torch.stack([(h.sum(-2) - 1).abs().amax(-1).mean() for h in h_res]).mean()
+        values["sinkhorn_col_err_raw"] = torch.stack([e.amax() for e in col_err]).amax()
+        values["sinkhorn_col_err_mean"] = torch.stack([e.mean() for e in col_err]).mean()
     gates = [r.gates for r in records if r.gates is not None]
     if gates:
         values["gate_value"] = torch.cat(gates).abs().mean()

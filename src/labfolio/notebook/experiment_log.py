@@ -12,14 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from .context import Context
 from .mdtext import dump_frontmatter, format_date, format_datetime, format_duration, render_table, strip_blank_edges
 from .results import experiment_status, previous_diff, status_label, variant_order
 from .sections import (FRONTMATTER_COMMENT, Layout, ParsedNote, Slot, parse_note, render_sections,
                        with_human_frontmatter)
-from .snapshot import (EPOCH_NAMES, ExperimentInfo, config_lookup, data_label, epochs_short, is_imported,
+from .snapshot import (DATA_NAMES, EPOCH_NAMES, ExperimentInfo, config_lookup, data_label, epochs_short, is_imported,
                        machine_label, run_git, run_speed)
 
 __all__ = [
@@ -136,8 +135,7 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
                  + (f", {len(exp.eval_runs)} evaluation-only" if exp.eval_runs else "") + f"; {state_text}{kind}")
     seeds = sorted({r.seed for r in exp.runs if r.seed is not None})
     lines.append(f"- Seeds: {', '.join(str(s) for s in seeds) if seeds else '--'}")
-    data = sorted({v for r in exp.runs
-                   if (v := data_label(r.config) or _as_text(config_lookup(r.config, ("task",)))) is not None})
+    data = sorted({v for r in exp.runs if (v := data_label(r.config, (*DATA_NAMES, "task"))) is not None})
     epochs = sorted({str(v) for r in exp.runs if (v := config_lookup(r.config, EPOCH_NAMES)) is not None})
     steps = sorted({r.last_step + 1 for r in exp.runs if r.last_step is not None})
     lines.append(f"- Data: {', '.join(data) if data else '--'}")
@@ -323,7 +321,3 @@ def parse_experiment_log(text: str) -> ParsedLog:
     if current is not None:
         close(len(lines))
     return ParsedLog("\n".join(strip_blank_edges(head)), entries, "\n".join(strip_blank_edges(tail)), title, front)
-
-
-def _as_text(value: Any) -> str | None:
-    return None if value is None else str(value)

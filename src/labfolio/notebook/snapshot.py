@@ -35,6 +35,7 @@ __all__ = [
     "run_speed",
     "config_lookup",
     "EPOCH_NAMES",
+    "DATA_NAMES",
     "data_label",
     "machine_label",
     "epochs_short",
@@ -295,10 +296,10 @@ def machine_label(run: RunRecord) -> str:
 DATA_NAMES = ("data", "dataset", "data.name", "dataset_name", "text")
 
 
-def data_label(config: Mapping[str, Any]) -> str | None:
+def data_label(config: Mapping[str, Any], names: Iterable[str] = DATA_NAMES) -> str | None:
     """The run's data as a table cell shows it: a name as given, a path by its file name
     (`.devdata/tinyshakespeare.txt` -> `tinyshakespeare.txt`), None if the config names none."""
-    value = config_lookup(config, DATA_NAMES)
+    value = config_lookup(config, names)
     if value is None:
         return None
     text = str(value)

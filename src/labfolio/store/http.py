@@ -298,19 +298,21 @@ class HTTPStore:
         return {owner: dict(fields) for owner, fields in data["fields"].items()}
 
     def note_fields(self, scope: str, owner: str) -> dict[str, str]:
-        return self.note_fields_for_scope(scope).get(owner, {})
+        data = self._request("GET", f"{API_PREFIX}/notes/{quote(scope, safe='')}?owner={quote(owner, safe='')}")
+        return dict(data["fields"].get(owner, {}))
 
     def artifact_file(self, artifact: ArtifactRecord) -> Path:
         """A local copy of a copied artifact's file (its ``path`` is the server URL), downloaded once
         into the cache folder under its content hash and checked against it."""
-        if artifact.is_reference or not artifact.path.startswith(self.location.url.rstrip("/")):
+        server = self.location.url.rstrip("/")
+        if artifact.is_reference or not artifact.path.startswith(server):
             return Path(artifact.path)
         suffix = Path(artifact.name).suffix if is_suffix(Path(artifact.name).suffix) else ""
         folder = cache_dir("server-artifacts")
         target = folder / f"{artifact.sha256}{suffix}" if is_sha256(artifact.sha256 or "") else None
         if target is not None and target.is_file():
             return target
-        payload = self._request_bytes("GET", artifact.path[len(self.location.url.rstrip("/")):])
+        payload = self._request_bytes("GET", artifact.path[len(server):])
         if target is None:
             target = folder / f"{hashlib.sha256(payload).hexdigest()}{suffix}"
         elif hashlib.sha256(payload).hexdigest() != artifact.sha256:

@@ -139,10 +139,14 @@ def experiments(request: Request, project: Optional[str] = Query(None, descripti
 
 
 @router.get("/notes/{scope}", dependencies=[Depends(can_read)])
-def note_fields(request: Request, scope: str):
+def note_fields(request: Request, scope: str,
+                owner: Optional[str] = Query(None, description="Only this owner's fields (an experiment, "
+                                                               "experiment/variant or run id).")):
     """The human note fields of one scope (project, experiment, variant or run), per owner:
     what ``labfolio notes`` merges into the vault it renders."""
-    return {"scope": scope, "fields": request.app.state.store.note_fields_for_scope(scope)}
+    store = request.app.state.store
+    fields = store.note_fields_for_scope(scope) if owner is None else {owner: store.note_fields(scope, owner)}
+    return {"scope": scope, "fields": fields}
 
 
 @router.get("/runs/{run_id}/journal-position", dependencies=[Depends(can_read)])
