@@ -31,8 +31,8 @@ def test_render_is_human_first():
     diff = diff_configs({"scheduler": "whd", "epochs": 100}, {"scheduler": "cosine", "epochs": 320})
     assert diff.render() == "scheduler: whd → cosine; epochs: 100 → 320"
     assert diff.render_lines() == ["- scheduler: whd → cosine", "- epochs: 100 → 320"]
-    added = diff_configs({}, {"warmup": 5, "compile": True, "tags": ["a", "b"], "note": None})
-    assert added.render() == ("warmup: (unset) → 5; compile: (unset) → true; tags: (unset) → [a, b]; "
+    added = diff_configs({}, {"warmup": 5, "amp": True, "tags": ["a", "b"], "note": None})
+    assert added.render() == ("warmup: (unset) → 5; amp: (unset) → true; tags: (unset) → [a, b]; "
                               "note: (unset) → null")
 
 
@@ -71,12 +71,12 @@ def test_ignore_rules_are_case_insensitive_globs_on_any_part_of_the_key():
 
 
 def test_more_than_one_changed_key_is_a_named_confound():
-    diff = diff_configs({"compile": False, "batch_size": 128, "seed": 0},
-                        {"compile": True, "batch_size": 256, "seed": 1})
+    diff = diff_configs({"amp": False, "batch_size": 128, "seed": 0},
+                        {"amp": True, "batch_size": 256, "seed": 1})
     assert diff.confounded
-    assert diff.confound_warning == ("confounded: 2 keys differ (compile, batch_size); a difference in results "
+    assert diff.confound_warning == ("confounded: 2 keys differ (amp, batch_size); a difference in results "
                                      "cannot be attributed to any one of them")
-    assert not diff_configs({"compile": False}, {"compile": True}).confounded
+    assert not diff_configs({"amp": False}, {"amp": True}).confounded
 
 
 def test_a_setting_recorded_twice_is_one_change_not_a_confound():

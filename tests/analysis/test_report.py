@@ -117,13 +117,13 @@ proposed status: ⚠️ Partially invalid (killed before finishing)
 def test_diff_prints_changes_the_confound_and_what_was_ignored():
     from labfolio.analysis import diff_configs, format_config_diff
 
-    diff = diff_configs({"compile": False, "batch_size": 128, "seed": 0},
-                        {"compile": True, "batch_size": 256, "seed": 1})
+    diff = diff_configs({"amp": False, "batch_size": 128, "seed": 0},
+                        {"amp": True, "batch_size": 256, "seed": 1})
     assert format_config_diff(diff, "exp_003", "exp_004") == (
         "exp_003 → exp_004\n"
-        "  compile: false → true\n"
+        "  amp: false → true\n"
         "  batch_size: 128 → 256\n"
-        "warning: confounded: 2 keys differ (compile, batch_size); a difference in results cannot be "
+        "warning: confounded: 2 keys differ (amp, batch_size); a difference in results cannot be "
         "attributed to any one of them\n"
         "ignored: seed\n")
     assert format_config_diff(diff_configs({"a": 1}, {"a": 1}), "r1", "r2") == "r1 → r2\n  no config differences\n"

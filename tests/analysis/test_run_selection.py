@@ -36,7 +36,16 @@ def test_a_seed_run_twice_counts_once_and_the_newest_run_counts():
     assert sorted(group.run_ids) == ["new0", "s1"]
     assert group.metrics["test/acc"].n == 2
     (excluded,) = report.excluded
-    assert excluded.run_id == "old0" and "run new0 is newer" in excluded.reason
+    assert excluded.run_id == "old0" and "run new0 (seed 0) counts instead" in excluded.reason
+
+
+def test_older_attempts_of_seeds_count_under_one_reason_in_the_excluded_summary():
+    # each older attempt names its own newer run, so counting by the full reason gave "1 ..." per run
+    runs = [_run("new0", "base", 0, 0.92, started_at=200.0), _run("old0", "base", 0, 0.80, started_at=100.0),
+            _run("new1", "base", 1, 0.91, started_at=210.0), _run("old1", "base", 1, 0.81, started_at=110.0),
+            _run("crash2", "base", 2, 0.10, state="crashed", started_at=120.0)]
+    report = seed_statistics(runs, ["test/acc"])
+    assert report.excluded_summary == "3 runs excluded: 2 superseded by a newer run of the same seed, 1 crashed"
 
 
 def test_a_newer_crashed_retry_does_not_push_out_the_finished_run_of_its_seed():

@@ -124,6 +124,26 @@ def test_the_summary_reports_the_runners_wall_time_and_what_lies_outside_the_run
     assert "runner/wall_s" not in note  # bookkeeping, not a result column
 
 
+def test_the_summary_describes_the_runs_that_count_when_every_seed_was_rerun_at_a_new_length(tmp_path):
+    store = open_store()
+    for seed in range(2):
+        add_run(store, f"short_s{seed}", experiment="e", variant="a", seed=seed, config={"epochs": 60},
+                start=T0 + seed, acc=0.80, extra_summary={"runner/wall_s": 600.0, "runner/outside_run_s": 50.0})
+        add_run(store, f"long_s{seed}", experiment="e", variant="a", seed=seed, config={"epochs": 100},
+                start=T0 + 100 + seed, acc=0.85, extra_summary={"runner/wall_s": 900.0, "runner/outside_run_s": 30.0})
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
+    lines = log.splitlines()
+    runs_line = next(line for line in lines if line.startswith("- Runs:"))
+    assert runs_line.startswith("- Runs: 4 training (a ×4); 4 finished; described below: 2, the other 2 older "
+                                "attempts of the same seeds")
+    # the older 60-epoch attempts are neither in the epochs nor averaged into the runner's time
+    assert "- Epochs: 100" in lines
+    assert any(line.startswith("- Runner: 15m00s wall per run, 30s of it outside") and line.endswith("(mean of 2)")
+               for line in lines)
+    assert "2 superseded by a newer run of the same seed" in log
+
+
 def test_a_pilot_of_single_runs_says_insufficient_seeds_once_in_table_order_and_each_variant_note_keeps_its_deltas(tmp_path):
     store = open_store()
     names = ("strong", "timm", "light", "wide")

@@ -64,6 +64,10 @@ DEFAULT_IGNORE: tuple[str, ...] = (
     "wandb*", "run_name", "*_run_name", "run_id", "exp_name", "experiment_name",
     "checkpoint_every", "resume",  # when a run saves and which run it continues: not what it computes
     "profile_steps", "profile_start",  # which steps it times and profiles: not what it computes
+    # how fast it runs (compilation, CUDA graphs, CPU threads, augmenting many batches at once)
+    # and how often it logs: the same arithmetic up to rounding, so not a second change
+    "compile", "compile_mode", "compile_unit", "cuda_graph_step", "threads", "augment_chunk",
+    "log_every", "diag_every", "eval_batch_size",
 )
 
 _MAX_VALUE_WIDTH = 60  # longer values are cut, so one changed list cannot swamp a diff line

@@ -18,7 +18,7 @@ from labfolio.analysis.detectors import DetectorOptions
 from labfolio.analysis.diff import ConfigDiff
 from labfolio.analysis.monitor import detect_all
 from labfolio.analysis.rules import Rule, RuleResult, builtin_rules, evaluate_rules
-from labfolio.analysis.stats import Comparison, SeedReport, format_value, metric_direction
+from labfolio.analysis.stats import Comparison, SeedReport, format_spread, format_value, metric_direction
 from labfolio.analysis.status import StatusProposal, propose_status
 
 __all__ = [
@@ -48,11 +48,20 @@ def format_p_value(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def format_delta(delta: float, decimals: int = 4) -> str:
-    """A signed difference: '+0.0037', '-1.250e-06', '—' when there is none."""
+def format_delta(delta: float, decimals: int = 4, like: float | None = None) -> str:
+    """A signed difference: '+0.0037', '-1.250e-06', '—' when there is none.
+
+    With `like` (the baseline's mean), the difference takes the values' format, as a seed spread
+    does (`format_spread`): -0.0009 between accuracies of 0.85, not -9.000e-04, so it reads on
+    the same scale as the numbers it is the difference of.
+    """
     if delta is None or math.isnan(delta):
         return "—"
-    text = format_value(abs(delta), decimals)
+    magnitude = abs(delta)
+    if like is not None and math.isfinite(like):
+        text = format_spread(magnitude, like, decimals)
+    else:
+        text = format_value(magnitude, decimals)
     return ("-" if delta < 0 else "+") + text
 
 
@@ -105,7 +114,7 @@ def format_comparison_table(
                 else:
                     comparison = comparisons.get((experiment, group.variant, metric))
                     tail = (["—", "—", "—", "—"] if comparison is None else [
-                        format_delta(comparison.delta), _ci(comparison.delta_ci_low, comparison.delta_ci_high, True),
+                        format_delta(comparison.delta, like=comparison.baseline.mean), _ci(comparison.delta_ci_low, comparison.delta_ci_high, True),
                         format_p_value(comparison.p_value), str(comparison.verdict)])
                 rows.append([group.variant, summary.format(), _ci(summary.ci_low, summary.ci_high), *tail])
             header = ["variant", "mean ± std (n)", "95% CI", "Δ vs baseline", "95% CI of Δ", "p", "verdict"]

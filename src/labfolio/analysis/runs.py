@@ -19,6 +19,7 @@ __all__ = [
     "STATUS_VALUES",
     "DEFAULT_EXCLUDED_STATES",
     "exclusion_reason",
+    "SUPERSEDED",
     "superseded_runs",
     "exclusion_reasons",
     "described_runs",
@@ -144,6 +145,11 @@ def exclusion_reason(
     return None
 
 
+# The reason `superseded_runs` gives, before the run that counts instead; summaries count these
+# runs under this phrase alone, since each one names a different newer run.
+SUPERSEDED = "superseded by a newer run of the same seed"
+
+
 def superseded_runs(runs: Iterable[RunView]) -> dict[str, str]:
     """Run id -> reason, for every run that another run of the same variant and seed supersedes.
 
@@ -167,7 +173,7 @@ def superseded_runs(runs: Iterable[RunView]) -> dict[str, str]:
             continue
         winner = newest[(run.experiment, run.variant, run.seed)]
         if winner is not run:
-            reasons[run.run_id] = f"seed {run.seed} again: run {winner.run_id} is newer and counts instead"
+            reasons[run.run_id] = f"{SUPERSEDED}: run {winner.run_id} (seed {run.seed}) counts instead"
     return reasons
 
 

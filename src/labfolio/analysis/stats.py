@@ -32,7 +32,7 @@ import numpy as np
 
 from labfolio.analysis._bitexact import _bootstrap_delta_ci, _numpy_sum, _t_quantile, _welch_p_value
 from labfolio.analysis.errors import AnalysisInputError
-from labfolio.analysis.runs import DEFAULT_EXCLUDED_STATES, RunView, exclusion_reasons
+from labfolio.analysis.runs import DEFAULT_EXCLUDED_STATES, SUPERSEDED, RunView, exclusion_reasons
 
 __all__ = [
     "Verdict",
@@ -461,12 +461,14 @@ class SeedReport:
 
     @property
     def excluded_summary(self) -> str:
-        """'2 runs excluded: 1 crashed, 1 marked invalid: NaN loss' (empty when none were)."""
+        """'3 runs excluded: 1 crashed, 1 marked invalid: NaN loss, 1 superseded by a newer run of the
+        same seed' (empty when none were)."""
         if not self.excluded:
             return ""
         counts: dict[str, int] = {}
         for run in self.excluded:
-            counts[run.reason] = counts.get(run.reason, 0) + 1
+            reason = SUPERSEDED if run.reason.startswith(SUPERSEDED) else run.reason
+            counts[reason] = counts.get(reason, 0) + 1
         parts = ", ".join(f"{count} {reason}" for reason, count in counts.items())
         total = len(self.excluded)
         return f"{total} run{'s' if total != 1 else ''} excluded: {parts}"

@@ -131,25 +131,38 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
         states[run.state] = states.get(run.state, 0) + 1
     state_text = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     kind = f"; {imported} imported from notes" if imported else ""
+    # The rest describes the runs the results count (a variant's newest attempt of a seed where
+    # none counts): after a rerun of every seed at a new length, the older attempts' epochs, steps
+    # and speed would otherwise be averaged in with the runs that answer the question.
+    described_ids = ctx.described_run_ids(exp)
+    described = [r for r in exp.runs if r.run_id in described_ids]
+    older = len(exp.runs) - len(described)
+    older_text = (f"; described below: {len(described)}, the other {older} older attempts of the same seeds "
+                  "or killed runs (in the variant notes)") if older and described else ""
     lines.append(f"- Runs: {len(exp.runs)} training ({_join_counts([r.variant for r in exp.runs]) or 'none'})"
-                 + (f", {len(exp.eval_runs)} evaluation-only" if exp.eval_runs else "") + f"; {state_text}{kind}")
-    seeds = sorted({r.seed for r in exp.runs if r.seed is not None})
+                 + (f", {len(exp.eval_runs)} evaluation-only" if exp.eval_runs else "")
+                 + f"; {state_text}{kind}{older_text}")
+    if described:
+        runs = [*described, *exp.eval_runs]
+    else:
+        described = list(exp.runs)
+    seeds = sorted({r.seed for r in described if r.seed is not None})
     lines.append(f"- Seeds: {', '.join(str(s) for s in seeds) if seeds else '--'}")
-    data = sorted({v for r in exp.runs if (v := data_label(r.config, (*DATA_NAMES, "task"))) is not None})
-    epochs = sorted({str(v) for r in exp.runs if (v := config_lookup(r.config, EPOCH_NAMES)) is not None})
-    steps = sorted({r.last_step + 1 for r in exp.runs if r.last_step is not None})
+    data = sorted({v for r in described if (v := data_label(r.config, (*DATA_NAMES, "task"))) is not None})
+    epochs = sorted({str(v) for r in described if (v := config_lookup(r.config, EPOCH_NAMES)) is not None})
+    steps = sorted({r.last_step + 1 for r in described if r.last_step is not None})
     lines.append(f"- Data: {', '.join(data) if data else '--'}")
     if epochs:
-        lines.append(f"- Epochs: {', '.join(epochs)}{_epochs_reached(exp.runs)}")
+        lines.append(f"- Epochs: {', '.join(epochs)}{_epochs_reached(described)}")
     lines.append(f"- Steps: {', '.join(str(s) for s in steps) if steps else '--'}")
     gits = list(dict.fromkeys(run_git(r) for r in runs))
     machines = list(dict.fromkeys(machine_label(r) for r in runs))
-    speeds = [s for r in exp.runs if (s := run_speed(r)) is not None]
+    speeds = [s for r in described if (s := run_speed(r)) is not None]
     speed = f"{sum(speeds) / len(speeds):.4g} steps/s (mean of {len(speeds)})" if speeds else "--"
     lines.append(f"- Git: {', '.join(g for g in gits if g != '--') or '--'}")
     lines.append(f"- Machine: {', '.join(m for m in machines if m != '--') or '--'}")
     lines.append(f"- Speed: {speed}")
-    runner_line = _runner_time(exp.runs)
+    runner_line = _runner_time(described)
     if runner_line:
         lines.append(runner_line)
     return lines

@@ -351,9 +351,9 @@ def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
         if comparison.candidate.n and comparison.baseline.n:
             by_variant.setdefault(comparison.variant, []).append(comparison)
     for variant, comparisons in by_variant.items():
-        entries = [{"variant": variant, "metric": c.metric, "verdict": str(c.verdict), "delta": format_delta(c.delta),
-                    "text": f"{c.metric}: {format_delta(c.delta)} vs {c.baseline_variant} — **{c.verdict}** ({c.reason})"}
-                   for c in comparisons]
+        entries = [{"variant": variant, "metric": c.metric, "verdict": str(c.verdict), "delta": delta,
+                    "text": f"{c.metric}: {delta} vs {c.baseline_variant} — **{c.verdict}** ({c.reason})"}
+                   for c in comparisons for delta in (format_delta(c.delta, like=c.baseline.mean),)]
         result["comparisons"] += entries
         if all(str(c.verdict) == "insufficient seeds" for c in comparisons):
             first = comparisons[0]
