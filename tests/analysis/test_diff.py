@@ -62,6 +62,14 @@ def test_when_a_run_checkpoints_and_which_steps_it_profiles_are_not_config_chang
     assert diff_configs(old, new).keys == ()
 
 
+def test_how_fast_a_run_goes_and_how_often_it_logs_are_not_a_second_change():
+    # the 100-epoch rerun of a lineage step also replayed its step as one CUDA graph
+    diff = diff_configs({"epochs": 60, "compile_mode": "reduce-overhead", "cuda_graph_step": False, "log_every": 10},
+                        {"epochs": 100, "compile_mode": "default", "cuda_graph_step": True, "log_every": 50})
+    assert diff.keys == ("epochs",) and not diff.confounded
+    assert {change.key for change in diff.ignored} == {"compile_mode", "cuda_graph_step", "log_every"}
+
+
 def test_ignore_rules_are_case_insensitive_globs_on_any_part_of_the_key():
     assert is_ignored("trainer.logging.WANDB.entity")
     assert is_ignored("model.init_seed")

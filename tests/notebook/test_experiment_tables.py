@@ -144,6 +144,18 @@ def test_the_summary_describes_the_runs_that_count_when_every_seed_was_rerun_at_
     assert "2 superseded by a newer run of the same seed" in log
 
 
+def test_a_variant_note_lists_a_runtime_setting_its_runs_differ_in_though_diffs_ignore_it(tmp_path):
+    store = open_store()
+    add_run(store, "graphs", experiment="e", variant="a", seed=0, config={"epochs": 10, "cuda_graph_step": False, "seed": 0},
+            start=T0, acc=0.7)
+    add_run(store, "graph_step", experiment="e", variant="a", seed=1, config={"epochs": 10, "cuda_graph_step": True, "seed": 1},
+            start=T0 + 1, acc=0.7)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    note = (tmp_path / "vault" / "experiments" / "e" / "variants" / "a.md").read_text(encoding="utf-8")
+    assert "Differs between its runs:" in note and "- `cuda_graph_step` — " in note
+    assert "- `seed`" not in note  # seeds differ by design
+
+
 def test_a_pilot_of_single_runs_says_insufficient_seeds_once_in_table_order_and_each_variant_note_keeps_its_deltas(tmp_path):
     store = open_store()
     names = ("strong", "timm", "light", "wide")

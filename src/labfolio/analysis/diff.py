@@ -29,6 +29,7 @@ __all__ = [
     "MISSING",
     "VARIES",
     "DEFAULT_IGNORE",
+    "VARYING_BY_DESIGN",
     "Change",
     "ConfigDiff",
     "flatten_config",
@@ -58,10 +59,15 @@ MISSING = _Marker("(unset)")  # the key is absent on that side
 VARIES = _Marker("(varies)")  # the runs being summarised disagree on this key
 
 # Glob patterns, matched case-insensitively against the full dotted key and each of its parts.
-DEFAULT_IGNORE: tuple[str, ...] = (
+# Keys that differ between the runs of one variant by design (seeds, output paths, names): a
+# note's "varies between runs" list leaves them out, and lists every other varying key.
+VARYING_BY_DESIGN: tuple[str, ...] = (
     "seed", "*_seed", "seeds",
     "*dir", "*path", "output*",
     "wandb*", "run_name", "*_run_name", "run_id", "exp_name", "experiment_name",
+)
+DEFAULT_IGNORE: tuple[str, ...] = (
+    *VARYING_BY_DESIGN,
     "checkpoint_every", "resume",  # when a run saves and which run it continues: not what it computes
     "profile_steps", "profile_start",  # which steps it times and profiles: not what it computes
     # how fast it runs (compilation, CUDA graphs, CPU threads, augmenting many batches at once)

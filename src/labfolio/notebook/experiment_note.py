@@ -90,7 +90,7 @@ def config_block(flat: Mapping[str, Any]) -> list[str]:
 
 
 def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
-    from ..analysis.diff import VARIES, flatten_config, is_ignored, shared_config
+    from ..analysis.diff import VARIES, VARYING_BY_DESIGN, flatten_config, is_ignored, shared_config
 
     recorded = [r for r in exp.runs if r.config]
     if not recorded:
@@ -102,7 +102,7 @@ def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     left_out = len(recorded) - len(runs)
     shared = shared_config([r.config for r in runs])
     fixed = {k: v for k, v in shared.items() if v is not VARIES}
-    varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k)]  # seeds, paths: expected
+    varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k, VARYING_BY_DESIGN)]
     lines = [f"Config shared by all {len(runs)} runs (defaults included):", "", *config_block(fixed)] if fixed \
         else [f"No config key has the same value in all {len(runs)} runs."]
     if left_out:

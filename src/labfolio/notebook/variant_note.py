@@ -72,7 +72,7 @@ def key_scores(run, metrics) -> str:
 
 
 def _config_lines(exp: ExperimentInfo, variant: str) -> list[str]:
-    from ..analysis.diff import VARIES, flatten_config, is_ignored, shared_config
+    from ..analysis.diff import VARIES, VARYING_BY_DESIGN, flatten_config, is_ignored, shared_config
 
     runs = [r for r in exp.runs_of(variant) if r.config]
     if not runs:
@@ -81,7 +81,7 @@ def _config_lines(exp: ExperimentInfo, variant: str) -> list[str]:
     fixed = {k: v for k, v in shared.items() if v is not VARIES}
     lines = [f"Resolved config of {len(runs)} run{'s' if len(runs) != 1 else ''}, defaults included:", "",
              *config_block(fixed)]
-    varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k)]  # seeds, paths: expected
+    varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k, VARYING_BY_DESIGN)]
     if varying:
         lines += ["", "Differs between its runs:", ""]
         for key in varying:
