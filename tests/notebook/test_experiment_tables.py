@@ -156,6 +156,19 @@ def test_a_variant_note_lists_a_runtime_setting_its_runs_differ_in_though_diffs_
     assert "- `seed`" not in note  # seeds differ by design
 
 
+def test_the_lineage_diff_shows_a_runtime_change_without_calling_it_a_confound(tmp_path):
+    store = open_store()
+    add_run(store, "old", experiment="e1", variant="a", seed=0,
+            config={"epochs": 60, "cuda_graph_step": False, "seed": 0}, start=T0, acc=0.7)
+    add_run(store, "new", experiment="e2", variant="a", seed=1, previous="e1",
+            config={"epochs": 100, "cuda_graph_step": True, "seed": 1}, start=T0 + 100, acc=0.8)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
+    assert "- epochs: 60 → 100\n" in log
+    assert "- not counted as a change (how it runs, not what it computes): cuda_graph_step: false → true\n" in log
+    assert "confounded" not in log and "seed: 0 → 1" not in log
+
+
 def test_a_pilot_of_single_runs_says_insufficient_seeds_once_in_table_order_and_each_variant_note_keeps_its_deltas(tmp_path):
     store = open_store()
     names = ("strong", "timm", "light", "wide")

@@ -398,6 +398,7 @@ def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None,
                   views=config_views) -> tuple[list[str], str | None]:
     """Bullet lines of the config diff from the previous experiment, and the confound warning."""
     from ..analysis import diff_experiments
+    from ..analysis.diff import VARYING_BY_DESIGN, is_ignored
 
     if previous is None:
         return (["- no previous experiment recorded"] if not exp.previous
@@ -408,6 +409,11 @@ def previous_diff(exp: ExperimentInfo, previous: ExperimentInfo | None,
         return [f"- no config recorded for the runs of {missing}, so no diff can be computed"], None
     diff = diff_experiments(previous_views, current_views)
     lines = diff.render_lines() or ["- no config differences"]
+    # changes of how a run goes (compilation, CUDA graphs, log intervals) are no confound, but
+    # are still shown; seeds, paths and names differ by design and are left out
+    quiet = [change.render() for change in diff.ignored if not is_ignored(change.key, VARYING_BY_DESIGN)]
+    if quiet:
+        lines.append(f"- not counted as a change (how it runs, not what it computes): {'; '.join(quiet)}")
     return lines, diff.confound_warning
 
 
