@@ -142,6 +142,9 @@ def test_the_summary_describes_the_runs_that_count_when_every_seed_was_rerun_at_
     assert any(line.startswith("- Runner: 15m00s wall per run, 30s of it outside") and line.endswith("(mean of 2)")
                for line in lines)
     assert "2 superseded by a newer run of the same seed" in log
+    note = (tmp_path / "vault" / "experiments" / "e" / "variants" / "a.md").read_text(encoding="utf-8")
+    assert "Not counted in the results:\n\n- `short_s0`: superseded by a newer run of the same seed: run long_s0 " \
+           "counts instead\n- `short_s1`: " in note
 
 
 def test_a_variant_note_lists_a_runtime_setting_its_runs_differ_in_though_diffs_ignore_it(tmp_path):

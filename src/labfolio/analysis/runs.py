@@ -173,7 +173,7 @@ def superseded_runs(runs: Iterable[RunView]) -> dict[str, str]:
             continue
         winner = newest[(run.experiment, run.variant, run.seed)]
         if winner is not run:
-            reasons[run.run_id] = f"{SUPERSEDED}: run {winner.run_id} (seed {run.seed}) counts instead"
+            reasons[run.run_id] = f"{SUPERSEDED}: run {winner.run_id} counts instead"
     return reasons
 
 

@@ -47,7 +47,7 @@ __all__ = [
     "values_as_written",
 ]
 
-RESULTS_FORMAT_VERSION = 2  # bump when the cached text's shape changes
+RESULTS_FORMAT_VERSION = 3  # bump when the cached text's shape changes
 _MAX_KEY_METRICS = 6
 _MAX_IMPORTED_METRICS = 16
 _PREFERRED_PREFIXES = ("test/", "val/", "valid/", "validation/", "eval/", "test_", "val_", "eval_")
@@ -301,7 +301,8 @@ def experiment_results(exp: ExperimentInfo, proposals: Mapping[str, Any],
     """Results of one experiment as text: cells per variant and metric, verdicts, lucky runs.
 
     ``{"metrics", "baseline", "variants": {v: {"n", "cells": {metric: text}}}, "comparisons":
-    [{"variant", "metric", "text", "verdict"}], "lucky": [...], "excluded": str, "notes": [...]}``
+    [{"variant", "metric", "text", "verdict"}], "lucky": [...], "excluded": str, "excluded_runs": {run id:
+    why it is left out}, "notes": [...]}``
 
     `keyed` is ``results_key(exp, proposals)`` when the caller already has it.
     """
@@ -322,7 +323,7 @@ def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
 
     variants = [v for v in exp.variants if any(r.variant == v for r in runs)]
     result: dict = {"metrics": metrics, "baseline": baseline, "variants": {}, "comparisons": [],
-                    "verdict_lines": [], "lucky": [], "excluded": "", "notes": []}
+                    "verdict_lines": [], "lucky": [], "excluded": "", "excluded_runs": {}, "notes": []}
     if not runs:
         return result
     views = run_views(runs, proposals)
@@ -367,6 +368,7 @@ def _compute_results(exp, runs, metrics, baseline, proposals) -> dict:
             result["verdict_lines"] += [{"variant": variant, "text": e["text"]} for e in entries]
     result["lucky"] = [lucky.message for lucky in report.lucky_runs]
     result["excluded"] = report.excluded_summary
+    result["excluded_runs"] = {run.run_id: run.reason for run in report.excluded}
     result["notes"] = list(report.notes)
     return result
 

@@ -142,6 +142,12 @@ def _runs_lines(ctx: Context, exp: ExperimentInfo, variant: str) -> list[str]:
             cells.insert(1, ctx.run_link(run, "open"))
         rows.append(cells)
     lines = render_table(header, rows)
+    # older attempts of a seed and crashed or invalid runs stay in the table, marked here, so the
+    # table and the results above it are not read as the same runs
+    left_out = ctx.results(exp).get("excluded_runs", {})
+    not_counted = [f"- `{run.run_id}`: {left_out[run.run_id]}" for run in runs if run.run_id in left_out]
+    if not_counted:
+        lines += ["", "Not counted in the results:", "", *not_counted]
     imported = [r for r in runs if is_imported(r)]
     for run in imported:
         source = (run.provenance or {}).get("imported_from")
