@@ -402,10 +402,11 @@ def _write_json(path: str, device_name: str, args: argparse.Namespace, rows: lis
 # --------------------------------------------------------------------------- kernel tile sweep
 
 _SWEEP_CANDIDATES = {  # kernel -> (tokens, channels, warps, splits) tried, every combination
-    "post_mix": ((1, 2), (64, 128, 256, 512), (4, 8), (1,)),
-    "post_mix_backward": ((1, 2), (32, 64, 128, 256), (4, 8), (1, 2, 4)),
-    "pre": ((16, 32, 64), (32, 64), (4, 8), (1,)),
-    "pre_backward": ((16, 32, 64), (32, 64), (4, 8), (1,)),
+    # the H200 sweep at n = 4 picked the largest token tiles tried (2 and 64): larger ones are in
+    "post_mix": ((1, 2, 4), (64, 128, 256, 512), (4, 8), (1,)),
+    "post_mix_backward": ((1, 2, 4), (64, 128, 256), (4, 8), (1, 2)),
+    "pre": ((32, 64, 128), (32, 64, 128), (4, 8), (1,)),
+    "pre_backward": ((32, 64, 128), (32, 64, 128), (4, 8), (1,)),
 }
 # State sizes S = n·C·2 bytes per token that one call reads and writes (mhc_kernels' table, n = 4
 # branch tensors at S/4); the post-mix rows time one single mix plus one pair, as a block runs.

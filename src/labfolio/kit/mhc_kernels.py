@@ -28,7 +28,8 @@ coefficient gradients afterwards (no atomics).
 
 Traffic per token, in units of the bf16 state S = n·C·2 bytes (a branch tensor is S/n, 0.25 S at
 n = 4; coefficients, ≤ 0.02 S, are left out). φ is re-read once per program: PHI_COLUMNS / BLOCK_T
-state sizes per token, mostly from L2 (48 / 16 = 3 S before, 48 / 32 = 1.5 S now, at n = 4):
+state sizes per token, mostly from L2 (48 / 16 = 3 S at first, 48 / 64 = 0.75 S with the tiles
+the H200 sweep chose, at n = 4):
 
     kernel (one call)        reads                          writes        passes over the state
     pre                      2 S (2nd pass mostly L2) + φ   0.25 S        2 reads
@@ -120,30 +121,37 @@ _TARGET_PROGRAMS = 2048  # ~16 resident 4-warp programs on each of an H100/H200'
 
 
 def default_tiles(kernel: str, width: int, num_streams: int, num_tokens: int) -> Tiles:
-    """The tile shape a kernel launches with unless overridden: a heuristic, to be retuned on a GPU.
+    """The tile shape a kernel launches with unless overridden.
 
-    Chosen from ptxas's register counts for sm_90 (none spills at n = 2, 3, 4, 8), not from
-    timings. NP is n rounded up to a power of two.
+    Up to 4 streams (NP ≤ 4), the fastest tiles of the kernel sweep on an H200
+    (``bench_connections.py --kernel-sweep``, bf16, 16,384 tokens, measured at n = 4 and taken
+    for n = 2 and 3 as well), the same at widths
+    768 and 2048: the pre kernels at 64 tokens × 64 channels with 4 warps (2.9-3.3× faster forward
+    and 2.1-2.3× backward than the 32 × 32, 8-warp tiles chosen from register counts before), and
+    the post-mix kernels at 2 tokens per program (backward 1.7× faster at 256 channels).
+    At 8 streams, unmeasured, the tiles chosen from ptxas's register counts for sm_90 stay:
 
     - post-mix kernels hold (T, NP, NP, C) fp32 products in registers, so their channel chunk
-      shrinks with NP²: forward 4096 / NP² channels (n = 4: 256), backward 2048 / NP² (n = 4:
-      128, 64 to 96 registers; n = 8: 32), one token per program and 4 warps (2 tokens doubled
-      the registers and halved the resident programs). The backward splits the channels over
-      as many programs per token as it takes to launch ~2048 programs: 1 from 2048 tokens on.
+      shrinks with NP²: forward 4096 / NP² channels, backward 2048 / NP² (n = 8: 32), one token
+      per program and 4 warps.
     - pre kernels read all of φ once per program: PHI_COLUMNS / BLOCK_T times the bytes of their
-      tokens' state (48 columns at n = 4: 3× at 16 tokens, 1.5× at 32). 32 tokens × 32 channels
-      take the registers that 16 × 64 took (128 at n = 4, 8 warps); n = 8 keeps 16 tokens × 32
-      channels (16 × 64 spilled there). 16 tokens is tl.dot's smallest M.
+      tokens' state; 16 tokens × 32 channels with 8 warps at n = 8 (16 × 64 spilled there).
+
+    The post-mix backward splits the channels over as many programs per token block as it takes
+    to launch ~2048 programs: 1 from 4096 tokens on at 2 tokens per program.
     """
     assert kernel in KERNELS, f"unknown kernel {kernel!r}; one of {KERNELS}"
     np_ = triton.next_power_of_2(num_streams)
+    measured = np_ <= 4
     if kernel == "post_mix":
-        return Tiles(1, max(32, min(512, 4096 // (np_ * np_))), 4)
+        return Tiles(2 if measured else 1, max(32, min(512, 4096 // (np_ * np_))), 4)
     if kernel == "post_mix_backward":
-        block_c = max(32, min(512, 2048 // (np_ * np_)))
-        split = max(1, min(triton.cdiv(width, block_c), triton.cdiv(_TARGET_PROGRAMS, max(num_tokens, 1))))
-        return Tiles(1, block_c, 4, split)
-    return Tiles(32 if num_streams <= 4 else 16, 32, 8)
+        block_t = 2 if measured else 1
+        block_c = max(32, min(512, (4096 if measured else 2048) // (np_ * np_)))
+        programs = triton.cdiv(max(num_tokens, 1), block_t)
+        split = max(1, min(triton.cdiv(width, block_c), triton.cdiv(_TARGET_PROGRAMS, programs)))
+        return Tiles(block_t, block_c, 4, split)
+    return Tiles(64, 64, 4) if measured else Tiles(16, 32, 8)
 
 
 def tiles_for(kernel: str, width: int, num_streams: int, num_tokens: int) -> Tiles:
