@@ -135,8 +135,8 @@ def test_the_summary_describes_the_runs_that_count_when_every_seed_was_rerun_at_
     log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
     lines = log.splitlines()
     runs_line = next(line for line in lines if line.startswith("- Runs:"))
-    assert runs_line.startswith("- Runs: 4 training (a ×4); 4 finished; described below: 2, the other 2 older "
-                                "attempts of the same seeds")
+    assert runs_line == ("- Runs: 4 training (a ×4); 4 finished; described below: 2; the other 2 are earlier or "
+                         "unfinished attempts of the same seeds (listed in the variant notes)")
     # the older 60-epoch attempts are neither in the epochs nor averaged into the runner's time
     assert "- Epochs: 100" in lines
     assert any(line.startswith("- Runner: 15m00s wall per run, 30s of it outside") and line.endswith("(mean of 2)")

@@ -137,8 +137,8 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     described_ids = ctx.described_run_ids(exp)
     described = [r for r in exp.runs if r.run_id in described_ids]
     older = len(exp.runs) - len(described)
-    older_text = (f"; described below: {len(described)}, the other {older} older attempts of the same seeds "
-                  "or killed runs (in the variant notes)") if older and described else ""
+    older_text = (f"; described below: {len(described)}; the other {older} are earlier or unfinished attempts "
+                  "of the same seeds (listed in the variant notes)") if older and described else ""
     lines.append(f"- Runs: {len(exp.runs)} training ({_join_counts([r.variant for r in exp.runs]) or 'none'})"
                  + (f", {len(exp.eval_runs)} evaluation-only" if exp.eval_runs else "")
                  + f"; {state_text}{kind}{older_text}")
