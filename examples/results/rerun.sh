@@ -19,8 +19,10 @@
 # tinyshakespeare.txt), LABFOLIO (the labfolio command, e.g.
 # "python3 -m labfolio" where its console script is not installed), SPLIT_MB (0: one file), RUN_ARGS (more
 # `labfolio run` options, e.g. "--smoke" with GPUS=none to try the whole cycle on a CPU in a minute),
-# MPS (1: start CUDA's multi-process service first, so that the kernels of runs sharing a GPU can
-# run at the same time instead of taking turns; stop ends it).
+# MPS (auto: start CUDA's multi-process service first when nvidia-cuda-mps-control is there and the
+# runs use GPUs, so that the kernels of runs sharing a GPU run at the same time instead of taking
+# turns: 8 ViT runs made 405 steps/s in all under MPS against 291 without, cifar10_sharing_probe;
+# 1: start it or say why not; 0: never; stop ends it).
 set -euo pipefail
 
 STORE=${STORE:-study_store}
@@ -32,7 +34,7 @@ read -r -a RUN_ARGS <<< "${RUN_ARGS:-}"
 read -r -a LABFOLIO <<< "${LABFOLIO:-labfolio}"  # a command of several words is fine
 export LABFOLIO_DATA_DIR=${LABFOLIO_DATA_DIR:-.devdata}
 # the long CIFAR-10 runs first, so that the short GPT runs fill the slots they leave
-STUDY=${STUDY:-"examples/results/specs/cifar10_003_60_epochs.yaml examples/results/specs/cifar10_004_60_epochs.yaml examples/results/specs/gpt_shakespeare_mhc.yaml"}
+STUDY=${STUDY:-"examples/results/specs/cifar10_003_100_epochs.yaml examples/results/specs/cifar10_004_100_epochs.yaml examples/results/specs/gpt_shakespeare_mhc.yaml"}
 STATE="$STORE/rerun"  # the pid file, the runner's own output and the GPU samples (pack adds them beside the store)
 
 runner_pids() {
@@ -59,7 +61,12 @@ start() {
     "${LABFOLIO[@]}" run "${specs[@]}" --dry-run --gpus "$GPUS" --seeds "$SEEDS" --store "$STORE" \
         ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} > /dev/null \
         || { echo "rerun: the specs do not validate; see: ${LABFOLIO[*]} run ${specs[*]} --dry-run" >&2; exit 2; }
-    if [ "${MPS:-0}" = 1 ]; then
+    local mps=${MPS:-auto}
+    if [ "$mps" = auto ]; then
+        mps=0
+        if [ "$GPUS" != none ] && command -v nvidia-cuda-mps-control > /dev/null; then mps=1; fi
+    fi
+    if [ "$mps" = 1 ]; then
         if command -v nvidia-cuda-mps-control > /dev/null; then
             nvidia-cuda-mps-control -d && touch "$STATE/mps" && echo "rerun: CUDA MPS started"
         else
