@@ -101,6 +101,9 @@ class Task:
     key_value: float | None = None
     steps_per_s: float | None = None  # the run's logged steps over their time span
     progress: float | None = None  # 0..1 when the run's length is known
+    # (time, step) of the run's last logged point at each poll that saw it move: how fast it went
+    # while other runs shared its device (labfolio.analysis.sharing)
+    progress_points: list = field(default_factory=list)
     output_tail: str = ""
     key_metric: str | None = None  # the metric key_value holds: its spec's first headline metric
     prefix: str = ""  # "experiment/" when one pool runs several specs
@@ -128,6 +131,7 @@ class RunReport:
     comparison: str = ""  # the analysis comparison table ("" when nothing to compare)
     vault: Any = None  # the notebook's VaultReport, when it was refreshed
     note_path: Path | None = None  # the experiment's note in the vault
+    shared_speed: list[str] = field(default_factory=list)  # per shared device: steps/s in all (the last spec's)
 
     @property
     def ok(self) -> bool:
@@ -471,6 +475,11 @@ class _Monitor:
 
     def _update(self, task: Task, record) -> None:
         task.last_step = record.last_step
+        if not task.progress_points and record.first_time is not None and record.first_step is not None:
+            task.progress_points.append((record.first_time, record.first_step))
+        if record.last_step is not None and record.last_time is not None and (
+                not task.progress_points or task.progress_points[-1][1] != record.last_step):
+            task.progress_points.append((record.last_time, record.last_step))
         task.steps_per_s = record.throughput.get("steps_per_s")
         if self.key_metric and self.key_metric in record.summary:
             value = record.summary[self.key_metric].value

@@ -148,6 +148,8 @@ class PlainDisplay:
             self.console.print(escape(report.comparison))
         for warning in report.warnings[self._warnings_shown:]:  # the ones raised while running
             self.console.print(f"[yellow]warning:[/] {escape(warning)}")
+        for line in report.shared_speed:
+            self.console.print(escape(f"shared: {line}"))
         if report.vault is not None:
             if notebook_summary:  # once per refresh: a pool of several specs refreshes it once
                 self.console.print()

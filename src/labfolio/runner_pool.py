@@ -181,11 +181,45 @@ def run_specs(specs: list[Spec], options: RunOptions | None = None, *, displays=
     return [plan.report for plan in plans]
 
 
+def record_shared_speed(store, tasks) -> list[str]:
+    """Per device that several runs shared: the steps/s they made in all while they ran at once.
+
+    Measured from each task's progress points over the longest stretch in which the most of the
+    device's runs trained together (``labfolio.analysis.shared_throughput``), written into those
+    runs' summaries (``runner/runs_at_once``, ``runner/steps_per_s_in_all``) for the notebook, and
+    returned as lines for the console.
+    """
+    from .analysis import shared_throughput
+    from .notebook.mdtext import format_duration
+    from .store import Batch
+
+    by_slot: dict[str, list] = {}
+    for task in tasks:
+        if task.run_id and task.slot not in (None, "ray") and len(task.progress_points) >= 2:
+            by_slot.setdefault(task.slot, []).append(task)
+    lines = []
+    for slot, group in by_slot.items():
+        shared = shared_throughput({task.run_id: task.progress_points for task in group})
+        if shared is None:
+            continue
+        total = shared.total_steps_per_s
+        for run_id in shared.steps_per_s:
+            store.write_batch(Batch(run_id=run_id, events=[{"type": "summary", "values": {
+                "runner/runs_at_once": shared.runs, "runner/steps_per_s_in_all": round(total, 2)}}]))
+        rates = sorted(shared.steps_per_s.values())
+        where = "the CPU" if slot == "cpu" else f"GPU {slot}"
+        lines.append(f"{where}: {shared.runs} runs at once made {total:.4g} steps/s in all "
+                     f"({rates[0]:.3g}–{rates[-1]:.3g} each, over {format_duration(shared.duration_s)})")
+    return lines
+
+
 def _conclude_all(store, plans: list[_Plan], options: RunOptions) -> None:
-    """Each spec's comparison table, then the notebook once, then each spec's summary."""
+    """The shared devices' speed, each spec's comparison table, then the notebook once, then each
+    spec's summary."""
     from .notebook.mdtext import safe_name
     from .runner import comparison_table, finished_views, refresh_notebook
 
+    plans[-1].report.shared_speed = record_shared_speed(store, [task for plan in plans for task in plan.report.tasks])
     any_views = False
     for plan in plans:
         views = finished_views(store, plan.report)

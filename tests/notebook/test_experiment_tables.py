@@ -172,6 +172,21 @@ def test_the_lineage_diff_shows_a_runtime_change_without_calling_it_a_confound(t
     assert "confounded" not in log and "seed: 0 → 1" not in log
 
 
+def test_the_summary_says_how_fast_runs_that_shared_a_device_went_together(tmp_path):
+    store = open_store()
+    for seed in range(2):
+        add_run(store, f"r{seed}", experiment="e", variant="a", seed=seed, config={"lr": 0.1}, start=T0 + seed,
+                acc=0.7, extra_summary={"runner/runs_at_once": 4, "runner/steps_per_s_in_all": 358.2})
+    add_run(store, "alone", experiment="f", variant="a", seed=0, config={"lr": 0.1}, start=T0 + 5, acc=0.7)
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
+    assert ("- Shared device: 4 runs at once made 358.2 steps/s in all (while they all trained, as `labfolio run` "
+            "measured)") in log.splitlines()
+    assert log.count("- Shared device:") == 1  # f's run shared nothing
+    note = (tmp_path / "vault" / "experiments" / "e" / "experiment.md").read_text(encoding="utf-8")
+    assert "steps_per_s_in_all" not in note.split("## Results")[1]  # bookkeeping, not a result column
+
+
 def test_a_pilot_of_single_runs_says_insufficient_seeds_once_in_table_order_and_each_variant_note_keeps_its_deltas(tmp_path):
     store = open_store()
     names = ("strong", "timm", "light", "wide")

@@ -332,3 +332,20 @@ def test_the_shared_checkpoint_folder_reaches_every_child_so_a_ray_node_sees_it(
     monkeypatch.setenv("LABFOLIO_CHECKPOINT_DIR", "/mnt/shared/ckpt")
     env = child_env(spec, planned, gpu=None, threads=None, store=None)
     assert env["LABFOLIO_CHECKPOINT_DIR"] == "/mnt/shared/ckpt"
+
+
+def test_runs_that_share_a_device_record_the_steps_per_second_they_made_in_all(write_spec):
+    # two runs of ~10 steps/s each on the CPU at once: together about 20, which neither run's
+    # own steps/s says
+    path = toy_spec(write_spec, body=", sleep: 0.1", steps=40)
+    report = run(path, parallel=2, poll_interval=0.2)
+    assert report.ok
+    if cpu_count() < 2:  # the runner never starts more runs than cores on CPU: nothing was shared
+        assert report.shared_speed == []
+        return
+    (line,) = report.shared_speed
+    assert line.startswith("the CPU: 2 runs at once made ")
+    for task in report.tasks:
+        summary = labfolio.open_store().get_run(task.run_id).summary
+        assert summary["runner/runs_at_once"].value == 2
+        assert 12.0 < summary["runner/steps_per_s_in_all"].value < 21.0

@@ -56,6 +56,7 @@ from labfolio.analysis.rules import (
 )
 from labfolio.analysis.runs import RunView, described_runs, exclusion_reason, exclusion_reasons
 from labfolio.analysis.schedule import ScheduleSpec, schedule_from_config
+from labfolio.analysis.sharing import SharedThroughput, shared_throughput
 from labfolio.analysis.stats import (
     Comparison,
     ExcludedRun,
@@ -85,6 +86,9 @@ __all__ = [
     "AnalysisInputError",
     "RangeSyntaxError",
     "RulesFileError",
+    # runs sharing a device
+    "shared_throughput",
+    "SharedThroughput",
     # seed statistics
     "seed_statistics",
     "summarize",
