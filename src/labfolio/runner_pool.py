@@ -203,13 +203,17 @@ def record_shared_speed(store, tasks) -> list[str]:
         if shared is None:
             continue
         total = shared.total_steps_per_s
-        for run_id in shared.steps_per_s:
-            store.write_batch(Batch(run_id=run_id, events=[{"type": "summary", "values": {
-                "runner/runs_at_once": shared.runs, "runner/steps_per_s_in_all": round(total, 2)}}]))
         rates = sorted(shared.steps_per_s.values())
         where = "the CPU" if slot == "cpu" else f"GPU {slot}"
-        lines.append(f"{where}: {shared.runs} runs at once made {total:.4g} steps/s in all "
-                     f"({rates[0]:.3g}–{rates[-1]:.3g} each, over {format_duration(shared.duration_s)})")
+        line = (f"{where}: {shared.runs} runs at once made {total:.4g} steps/s in all "
+                f"({rates[0]:.3g}–{rates[-1]:.3g} each, over {format_duration(shared.duration_s)})")
+        try:
+            for run_id in shared.steps_per_s:
+                store.write_batch(Batch(run_id=run_id, events=[{"type": "summary", "values": {
+                    "runner/runs_at_once": shared.runs, "runner/steps_per_s_in_all": round(total, 2)}}]))
+        except Exception as exc:  # the runs are done: a store that fails now must not lose the rest
+            line += f"; not recorded in the store ({type(exc).__name__}: {exc})"
+        lines.append(line)
     return lines
 
 

@@ -114,7 +114,8 @@ def format_comparison_table(
                 else:
                     comparison = comparisons.get((experiment, group.variant, metric))
                     tail = (["—", "—", "—", "—"] if comparison is None else [
-                        format_delta(comparison.delta, like=comparison.baseline.mean), _ci(comparison.delta_ci_low, comparison.delta_ci_high, True),
+                        format_delta(comparison.delta, like=comparison.baseline.mean),
+                        _ci(comparison.delta_ci_low, comparison.delta_ci_high, True),
                         format_p_value(comparison.p_value), str(comparison.verdict)])
                 rows.append([group.variant, summary.format(), _ci(summary.ci_low, summary.ci_high), *tail])
             header = ["variant", "mean ± std (n)", "95% CI", "Δ vs baseline", "95% CI of Δ", "p", "verdict"]
