@@ -86,6 +86,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="time each mHC Triton kernel alone at each shape's width over a grid of tile shapes (CUDA)",
     )
     parser.add_argument(
+        "--profile-steps", type=int, default=0,
+        help="after the timed steps, time N more and profile N after them (torch.profiler), and print "
+        "each row's top operators by device time: where an mhc step's extra time goes (default 0: off)",
+    )
+    parser.add_argument(
         "--tuned-table", action="store_true",
         help="with --kernel-sweep: then measure the table, each shape with its fastest tiles (one call for both)",
     )
@@ -235,7 +240,25 @@ def measure(
     row["ms_per_step"] = 1000 * elapsed / args.steps
     row["tokens_per_s"] = args.batch * args.seq * args.steps / elapsed
     row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
+    if args.profile_steps:
+        row.update(_profile(train_step, args.profile_steps, device))
     return row
+
+
+def _profile(train_step: Callable[[], torch.Tensor], steps: int, device: torch.device) -> dict:
+    """The recipes' step profiler over `steps` timed and `steps` profiled steps of this row: its
+    device time per step and the top operators by device time (the kernels an overhead is made of)."""
+    from labfolio.kit.recipes.profiling import StepProfiler
+
+    profiler = StepProfiler(steps, 0, device)
+    profile = None
+    for step in range(2 * steps):
+        profiler.before_step(step)
+        train_step()
+        profile = profiler.after_step(step) or profile
+    assert profile is not None, "the step profiler returns its profile at the last profiled step"
+    return {"device_ms_per_step": profile.metrics["profile/device_ms_per_step"],
+            "device_busy": profile.metrics["profile/device_busy"], "profile_table": profile.table}
 
 
 def _allow_a_graph_per_block(num_blocks: int) -> None:
@@ -386,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                 rows.append(row)
                 _release(device)
                 print(format_row(row, rows), flush=True)  # as measured, so a stopped run keeps it
+                if "profile_table" in row:
+                    print(f"\n{shape_name} {connection} {mode}: {row['device_ms_per_step']:.2f} ms of device time "
+                          f"per step ({row['device_busy']:.0%} busy)\n{row['profile_table']}\n", flush=True)
                 if args.json:
                     _write_json(args.json, device_name, args, rows)
     print()

@@ -524,6 +524,19 @@ def test_connections_benchmark_runs_a_tiny_side_by_side_on_cpu(capsys):
     assert "tokens/s" in output and "mhc-fast" in output and "saved GiB" in output
 
 
+def test_the_connections_benchmark_profiles_each_row_when_asked(capsys):
+    path = REPO_ROOT / "benchmarks" / "bench_connections.py"
+    spec = importlib.util.spec_from_file_location("bench_connections", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--cpu-smoke", "--steps", "1", "--warmup", "1", "--no-peer", "--connections", "residual,mhc",
+                       "--profile-steps", "1"])
+    assert [row["connection"] for row in rows] == ["residual", "mhc"]
+    # on CPU there is no device time; the host table still names the operators the step ran
+    assert all(row["device_ms_per_step"] == 0 and "aten::" in row["profile_table"] for row in rows)
+    assert "Top operators by host time (1 steps)" in capsys.readouterr().out
+
+
 def test_the_tuned_table_takes_each_kernels_fastest_tiles_at_each_shape():
     path = REPO_ROOT / "benchmarks" / "bench_connections.py"
     spec = importlib.util.spec_from_file_location("bench_connections", path)
