@@ -125,10 +125,11 @@ def default_tiles(kernel: str, width: int, num_streams: int, num_tokens: int) ->
 
     Up to 4 streams (NP ≤ 4), the fastest tiles of the kernel sweep on an H200
     (``bench_connections.py --kernel-sweep``, bf16, 16,384 tokens, measured at n = 4 and taken
-    for n = 2 and 3 as well), the same at widths
-    768 and 2048: the pre kernels at 64 tokens × 64 channels with 4 warps (2.9-3.3× faster forward
-    and 2.1-2.3× backward than the 32 × 32, 8-warp tiles chosen from register counts before), and
-    the post-mix kernels at 2 tokens per program (backward 1.7× faster at 256 channels).
+    for n = 2 and 3 as well), the same at widths 768 and 2048: the pre kernels at 64 tokens × 64
+    channels with 4 warps (2.9-3.3× faster forward and 2.1-2.3× backward than the 32 × 32, 8-warp
+    tiles chosen from register counts before), and the post-mix kernels at 2 tokens per program
+    (backward 1.7× faster at 256 channels). Timed alone, each kernel; the whole step with these
+    tiles has not been compared with the old ones in one call.
     At 8 streams, unmeasured, the tiles chosen from ptxas's register counts for sm_90 stay:
 
     - post-mix kernels hold (T, NP, NP, C) fp32 products in registers, so their channel chunk
