@@ -181,6 +181,9 @@ def run_specs(specs: list[Spec], options: RunOptions | None = None, *, displays=
     return [plan.report for plan in plans]
 
 
+SHARED_WINDOW_MIN_S = 10.0  # the shortest stretch of runs training together that is reported
+
+
 def record_shared_speed(store, tasks) -> list[str]:
     """Per device that several runs shared: the steps/s they made in all while they ran at once.
 
@@ -199,7 +202,10 @@ def record_shared_speed(store, tasks) -> list[str]:
             by_slot.setdefault(task.slot, []).append(task)
     lines = []
     for slot, group in by_slot.items():
-        shared = shared_throughput({task.run_id: task.progress_points for task in group})
+        # the samples follow the children's flushes (about a second apart): a shorter stretch
+        # would turn their timing into the measurement
+        shared = shared_throughput({task.run_id: task.progress_points for task in group},
+                                   min_window_s=SHARED_WINDOW_MIN_S)
         if shared is None:
             continue
         total = shared.total_steps_per_s

@@ -335,9 +335,9 @@ def test_the_shared_checkpoint_folder_reaches_every_child_so_a_ray_node_sees_it(
 
 
 def test_runs_that_share_a_device_record_the_steps_per_second_they_made_in_all(write_spec):
-    # two runs of ~10 steps/s each on the CPU at once: together about 20, which neither run's
-    # own steps/s says
-    path = toy_spec(write_spec, body=", sleep: 0.1", steps=40)
+    # two runs of ~10 steps/s each on the CPU at once, for ~13 s: together about 20, which
+    # neither run's own steps/s says
+    path = toy_spec(write_spec, body=", sleep: 0.1", steps=130)
     report = run(path, parallel=2, poll_interval=0.2)
     assert report.ok
     if cpu_count() < 2:  # the runner never starts more runs than cores on CPU: nothing was shared
@@ -349,3 +349,11 @@ def test_runs_that_share_a_device_record_the_steps_per_second_they_made_in_all(w
         summary = labfolio.open_store().get_run(task.run_id).summary
         assert summary["runner/runs_at_once"].value == 2
         assert 12.0 < summary["runner/steps_per_s_in_all"].value < 21.0
+
+
+def test_runs_that_overlap_too_briefly_report_no_shared_speed(write_spec):
+    # 2-second runs: their overlap is shorter than the stretch a shared speed needs
+    report = run(toy_spec(write_spec, body=", sleep: 0.1", steps=20), parallel=2, poll_interval=0.2)
+    assert report.ok and report.shared_speed == []
+    for task in report.tasks:
+        assert "runner/runs_at_once" not in labfolio.open_store().get_run(task.run_id).summary
