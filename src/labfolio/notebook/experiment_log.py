@@ -158,10 +158,8 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     lines.append(f"- Runs: {len(exp.runs)} training ({_join_counts([r.variant for r in exp.runs]) or 'none'})"
                  + (f", {len(exp.eval_runs)} evaluation-only" if exp.eval_runs else "")
                  + f"; {state_text}{kind}{older_text}")
-    if described:
-        runs = [*described, *exp.eval_runs]
-    else:
-        described = list(exp.runs)
+    described = described or list(exp.runs)  # runs without a seed or config: all of them
+    runs = [*described, *exp.eval_runs]
     seeds = sorted({r.seed for r in described if r.seed is not None})
     lines.append(f"- Seeds: {', '.join(str(s) for s in seeds) if seeds else '--'}")
     data = sorted({v for r in described if (v := data_label(r.config, (*DATA_NAMES, "task"))) is not None})
