@@ -54,6 +54,7 @@ SHAPES = {  # name -> (depth, width, heads)
     "wide": (8, 2048, 16),  # how the overhead scales with width
 }
 CONNECTIONS = ("residual", "hc", "mhc", "mhc-fast", "mhc-triton")
+MODES = ("eager", "compile", "graph")
 _MHC_IMPLS = {"mhc": "eager", "mhc-fast": "fast", "mhc-triton": "triton"}
 
 
@@ -70,7 +71,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, incl. compilation (default 5)")
     parser.add_argument("--connections", default=",".join(CONNECTIONS), help="comma-separated subset of the default")
-    parser.add_argument("--modes", default=None, help="eager,compile (default both; eager on --cpu-smoke)")
+    parser.add_argument(
+        "--modes", default=None,
+        help="eager,compile,graph (default eager,compile; eager on --cpu-smoke). graph: compiled as "
+        "--compile-unit says, and the whole step (forward, backward, AdamW) replayed as one CUDA graph, "
+        "as the recipes' cuda_graph_step does: what is left once the host's launch overhead is gone. "
+        "On CPU it takes the recipes' eager step, and the row says so",
+    )
     parser.add_argument(
         "--compile-unit", choices=("model", "block"), default="model",
         help="compile the whole model (default) or each block on its own: small graphs that inductor's "
@@ -114,9 +121,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.modes = "eager" if args.cpu_smoke else "eager,compile"
     args.connections = [c.strip() for c in args.connections.split(",") if c.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in args.modes if m not in ("eager", "compile")]
+    unknown = [m for m in args.modes if m not in MODES]
     if unknown:
-        parser.error(f"unknown mode(s) {unknown}; use eager and/or compile")
+        parser.error(f"unknown mode(s) {unknown}; use {', '.join(MODES)}")
     unknown = [c for c in args.connections if c not in CONNECTIONS]
     if unknown:
         parser.error(f"unknown connection(s) {unknown}; use {', '.join(CONNECTIONS)}")
@@ -201,11 +208,14 @@ def measure(
     if connection == "mhc-triton":
         row["note"] = _kernel_note(model, device)
     fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=fused)
+    graphed = mode == "graph" and device.type == "cuda"
+    # a captured AdamW reads its learning rate and step count from device tensors
+    lr = torch.tensor(3e-4, device=device) if graphed else 3e-4
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, fused=fused, capturable=graphed)
     step_model = model
-    if mode == "compile" and args.compile_unit == "model":
+    if mode != "eager" and args.compile_unit == "model":
         step_model = torch.compile(model)
-    elif mode == "compile":
+    elif mode != "eager":
         _allow_a_graph_per_block(len(model.blocks))
         for block in model.blocks:
             block.compile()
@@ -221,6 +231,9 @@ def measure(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
+
+    if mode == "graph":
+        train_step, recipe_step = _recipe_step(step_model, model, optimizer, device, args, idx, targets)
 
     if mode == "eager":
         row["saved_gib"] = _saved_activation_bytes(train_step) / 2**30
@@ -240,9 +253,28 @@ def measure(
     row["ms_per_step"] = 1000 * elapsed / args.steps
     row["tokens_per_s"] = args.batch * args.seq * args.steps / elapsed
     row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
+    if mode == "graph":
+        how = ("one CUDA graph" if recipe_step.graphed and not recipe_step.eager_fallback
+               else "capture failed: eager step" if recipe_step.graphed else f"eager step on {device.type}")
+        row["note"] = f"{row['note']}; {how}" if row.get("note") else how
     if args.profile_steps:
         row.update(_profile(train_step, args.profile_steps, device))
     return row
+
+
+def _recipe_step(step_model: nn.Module, model: GPT, optimizer: torch.optim.Optimizer, device: torch.device,
+                 args: argparse.Namespace, idx: torch.Tensor, targets: torch.Tensor) -> tuple[Callable, object]:
+    """The recipes' training step over this row's model: captured as one CUDA graph at its first
+    call on CUDA (three eager warm-up steps first), the eager step elsewhere. No clipping, as in
+    the other modes; the step still measures the gradient norm, a few small kernels."""
+    from labfolio.kit.recipes.train_step import make_train_step
+
+    def loss_of(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return step_model(inputs, labels)[1]
+
+    step = make_train_step(model, loss_of, optimizer, grad_clip=0.0, device=device,
+                           amp=args.dtype == "bf16", graph=True)
+    return (lambda: step(idx, targets, 3e-4)[0]), step
 
 
 def _profile(train_step: Callable[[], torch.Tensor], steps: int, device: torch.device) -> dict:

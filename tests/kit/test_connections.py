@@ -554,3 +554,37 @@ def test_the_tuned_table_takes_each_kernels_fastest_tiles_at_each_shape():
                                          "wide": {"pre": Tiles(64, 64, 4, 1)}}
     with pytest.raises(SystemExit):
         bench.parse_args(["--tuned-table"])
+
+
+def test_the_benchmarks_graph_mode_steps_as_its_other_modes_do_on_cpu():
+    # graph rows train through the recipes' step (a CUDA graph on CUDA, its eager step on CPU):
+    # with no clipping it must take the very steps the plain rows take, or the rows compare
+    # different training
+    path = REPO_ROOT / "benchmarks" / "bench_connections.py"
+    spec = importlib.util.spec_from_file_location("bench_connections", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(["--cpu-smoke", "--dtype", "fp32", "--modes", "graph", "--connections", "mhc-fast"])
+    assert args.modes == ["graph"]
+    device = torch.device("cpu")
+    data = torch.randint(0, 256, (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(0))
+    idx, targets = data[:, :-1], data[:, 1:]
+    losses = {}
+    for how in ("plain", "recipe"):
+        model = bench.build_model(args, "mhc-fast", args.shapes[0][1])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+        if how == "recipe":
+            step, recipe_step = bench._recipe_step(model, model, optimizer, device, args, idx, targets)
+            assert not recipe_step.graphed  # no CUDA here: the eager step
+        else:
+            def step():
+                _, loss = model(idx, targets)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                return loss
+        losses[how] = [step().item() for _ in range(3)]
+    assert losses["plain"] == pytest.approx(losses["recipe"], rel=1e-6)
+    assert losses["plain"][2] < losses["plain"][0]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--modes", "graphs"])

@@ -102,9 +102,15 @@ def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     left_out = len(recorded) - len(runs)
     shared = shared_config([r.config for r in runs])
     fixed = {k: v for k, v in shared.items() if v is not VARIES}
+    # an empty string is a recipe's "not set" (no resume path, no data dir given): a line of names
+    # says so without a dozen `key: ""` lines in the block; the variant notes keep every key
+    empty = [k for k, v in fixed.items() if isinstance(v, str) and not v]
+    fixed = {k: v for k, v in fixed.items() if not (isinstance(v, str) and not v)}
     varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k, VARYING_BY_DESIGN)]
     lines = [f"Config shared by all {len(runs)} runs (defaults included):", "", *config_block(fixed)] if fixed \
         else [f"No config key has the same value in all {len(runs)} runs."]
+    if empty:
+        lines += ["", f"Empty (\"\") in all {len(runs)} runs: {', '.join(f'`{k}`' for k in empty)}."]
     if left_out:
         lines[0:0] = [f"Described: {len(runs)} runs, those the results count (or a variant's newest run of each "
                       f"seed where none of its runs counts); the other {left_out}, older same-seed runs and killed "
