@@ -237,12 +237,15 @@ def measure(
 
     if mode == "eager":
         row["saved_gib"] = _saved_activation_bytes(train_step) / 2**30
+    if mode == "graph" and device.type == "cuda":
+        # replays allocate nothing: the graph's memory is taken at capture, so the peak must span it
+        torch.cuda.reset_peak_memory_stats(device)
     warmup_start = time.perf_counter()
     for _ in range(args.warmup):
         train_step()
     _synchronize(device)
     row["warmup_s"] = time.perf_counter() - warmup_start  # includes compilation
-    if device.type == "cuda":
+    if device.type == "cuda" and mode != "graph":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(args.steps):
