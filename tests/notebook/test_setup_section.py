@@ -71,3 +71,19 @@ def test_runs_of_one_variant_that_count_and_disagree_are_still_flagged(tmp_path)
             start=T0 + 2000, acc=0.81, previous="exp_a")
     note = _note(tmp_path, store, "exp_b")
     assert "runs labelled `mhc` disagree on schedule" in note
+
+
+def test_keys_empty_in_every_run_are_named_on_one_line_not_listed_in_the_block(tmp_path):
+    store = open_store()
+    for seed in range(2):
+        add_run(store, f"r_s{seed}", experiment="exp_e", variant="regular", seed=seed,
+                config={**BASE, "seed": seed, "resume": "", "data_dir": "", "note": "" if seed else "first"},
+                start=T0 + seed, acc=0.8)
+    note = _note(tmp_path, store, "exp_e")
+    setup = note[note.index("<!-- labfolio:begin setup -->"):note.index("<!-- labfolio:end setup -->")]
+    assert 'resume: ""' not in setup and 'data_dir: ""' not in setup
+    assert 'Empty ("") in all 2 runs: `resume`, `data_dir`.' in setup
+    assert "`note`" in setup and "Empty" not in setup.split("Varies between runs")[1]  # empty in one run only: it varies
+    assert "lr: 0.1" in setup
+    variant = (tmp_path / "vault" / "experiments" / "exp_e" / "variants" / "regular.md").read_text(encoding="utf-8")
+    assert 'resume: ""' in variant  # the variant note's resolved config keeps every key
