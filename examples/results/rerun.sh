@@ -7,7 +7,11 @@
 #
 #   examples/results/rerun.sh start [SPEC...]   one detached runner for the specs (default: $STUDY)
 #   examples/results/rerun.sh status            the store's runs, GPU load, the runner's last lines
-#   examples/results/rerun.sh wait SECONDS      wait until the runner has ended or SECONDS passed
+#   examples/results/rerun.sh wait SECONDS [DEST]  wait until the runner has ended or SECONDS passed;
+#                                               with DEST, then pack into DEST whether it ended or not:
+#                                               end every remote call so, and a machine lost between
+#                                               calls (this study lost one twice) loses only the
+#                                               minutes since the last call
 #   examples/results/rerun.sh stop              Ctrl-C the runner (unfinished runs are marked killed,
 #                                               what they logged is kept) and wait for it to end
 #   examples/results/rerun.sh pack DEST         DEST/store.tar.xz: no checkpoints, compacted; with
@@ -101,9 +105,11 @@ status() {
 
 wait_for() {
     local limit=${1:?wait needs SECONDS}
+    local dest=${2:-}
     local deadline=$((SECONDS + limit))
     while [ -n "$(runner_pids)" ] && [ $SECONDS -lt $deadline ]; do sleep 5; done
     echo "rerun: runner $([ -n "$(runner_pids)" ] && echo "still running" || echo "ended")"
+    if [ -n "$dest" ]; then pack "$dest"; fi
 }
 
 stop() {
@@ -154,5 +160,5 @@ case "$command" in
     wait) wait_for "$@" ;;
     stop) stop ;;
     pack) pack "$@" ;;
-    *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

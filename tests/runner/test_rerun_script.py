@@ -38,7 +38,9 @@ def test_rerun_starts_one_detached_runner_for_the_specs_and_packs_a_store_that_r
     started = _script("start", str(second), str(first), env=env, cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     assert "started (pid" in started.stdout
-    assert "ended" in _script("wait", "90", env=env, cwd=tmp_path).stdout
+    waited = _script("wait", "90", str(tmp_path / "each_call"), env=env, cwd=tmp_path)
+    assert "ended" in waited.stdout, waited.stderr
+    assert sorted((tmp_path / "each_call").glob("store.tar.xz.part_*"))  # a wait with DEST packs too
     status = _script("status", env=env, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "6 run(s)" in status.stdout and "runner still running: no" in status.stdout
