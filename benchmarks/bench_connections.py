@@ -13,6 +13,8 @@ fast path, and its row's note says so).
     python benchmarks/bench_connections.py --cpu-smoke              # tiny shape on CPU, seconds
     python benchmarks/bench_connections.py --shapes gpt2s --modes compile --compile-unit block \
         --connections residual,mhc,mhc-fast,mhc-triton            # the fast-mHC issue's target
+    python benchmarks/bench_connections.py --modes compile,graph --compile-unit block \
+        --connections residual,mhc-triton --no-peer                # and as one CUDA graph per step
     python benchmarks/bench_connections.py --kernel-sweep         # each mHC kernel alone, over tile shapes
     python benchmarks/bench_connections.py --kernel-sweep --tuned-table --shapes gpt2s --modes compile \
         --compile-unit block --connections residual,mhc-fast,mhc-triton   # the sweep, then the table with its tiles
