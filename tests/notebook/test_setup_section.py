@@ -87,3 +87,14 @@ def test_keys_empty_in_every_run_are_named_on_one_line_not_listed_in_the_block(t
     assert "lr: 0.1" in setup
     variant = (tmp_path / "vault" / "experiments" / "exp_e" / "variants" / "regular.md").read_text(encoding="utf-8")
     assert 'resume: ""' in variant  # the variant note's resolved config keeps every key
+
+
+def test_an_experiment_is_dated_by_the_runs_it_counts_and_names_its_first_attempt(tmp_path):
+    store = open_store()
+    _lineage(store)  # exp_b: a first attempt at T0 + 100 s, every seed again at T0 + 1000 s
+    write_vault(store, tmp_path / "vault", plots=False, root=tmp_path)
+    log = (tmp_path / "vault" / "Experiment Log.md").read_text(encoding="utf-8")
+    dates = [line for line in log.splitlines() if line.startswith("**Datetime**")]
+    # newest first: exp_b, dated by its reruns, then exp_a, whose runs all count
+    assert dates == ["**Datetime** 2026-01-01_10-16-40 (the counted runs; the first attempt started "
+                     "2026-01-01_10-01-40)", "**Datetime** 2026-01-01_10-00-00"]

@@ -137,10 +137,17 @@ def _shared_speed(runs) -> str | None:
 def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     """The generated summary: datetime, runs, seeds, data, epochs, git, machine, speed."""
     runs = [*exp.runs, *exp.eval_runs]
-    lines = [f"**Datetime** {format_datetime(exp.started_at)}", ""]
     if not runs:
-        lines.append("- Runs: none yet")
-        return lines
+        return [f"**Datetime** {format_datetime(exp.started_at)}", "", "- Runs: none yet"]
+    described_ids = ctx.described_run_ids(exp)
+    # the experiment's date is that of the runs that answer it: a rerun of every seed a week after
+    # a killed first attempt happened on the rerun's date
+    counted_start = min((r.started_at for r in exp.runs if r.run_id in described_ids and r.started_at is not None),
+                        default=exp.started_at)
+    first = (f" (the counted runs; the first attempt started {format_datetime(exp.started_at)})"
+             if counted_start != exp.started_at and format_datetime(counted_start) != format_datetime(exp.started_at)
+             else "")
+    lines = [f"**Datetime** {format_datetime(counted_start)}{first}", ""]
     imported = sum(1 for r in runs if is_imported(r))
     states: dict[str, int] = {}
     for run in runs:
@@ -150,7 +157,6 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     # The rest describes the runs the results count (a variant's newest attempt of a seed where
     # none counts): after a rerun of every seed at a new length, the older attempts' epochs, steps
     # and speed would otherwise be averaged in with the runs that answer the question.
-    described_ids = ctx.described_run_ids(exp)
     described = [r for r in exp.runs if r.run_id in described_ids]
     older = len(exp.runs) - len(described)
     older_text = (f"; described below: {len(described)}; the other {older} are earlier or unfinished attempts "
