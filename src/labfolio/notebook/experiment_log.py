@@ -145,8 +145,7 @@ def summary_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     counted_start = min((r.started_at for r in exp.runs if r.run_id in described_ids and r.started_at is not None),
                         default=exp.started_at)
     first = (f" (the counted runs; the first attempt started {format_datetime(exp.started_at)})"
-             if counted_start != exp.started_at and format_datetime(counted_start) != format_datetime(exp.started_at)
-             else "")
+             if format_datetime(counted_start) != format_datetime(exp.started_at) else "")
     lines = [f"**Datetime** {format_datetime(counted_start)}{first}", ""]
     imported = sum(1 for r in runs if is_imported(r))
     states: dict[str, int] = {}
