@@ -105,7 +105,8 @@ def _setup_lines(ctx: Context, exp: ExperimentInfo) -> list[str]:
     # an empty string is a recipe's "not set" (no resume path, no data dir given): a line of names
     # says so without a dozen `key: ""` lines in the block; the variant notes keep every key
     empty = [k for k, v in fixed.items() if isinstance(v, str) and not v]
-    fixed = {k: v for k, v in fixed.items() if not (isinstance(v, str) and not v)}
+    for key in empty:
+        del fixed[key]
     varying = [k for k, v in shared.items() if v is VARIES and not is_ignored(k, VARYING_BY_DESIGN)]
     lines = [f"Config shared by all {len(runs)} runs (defaults included):", "", *config_block(fixed)] if fixed \
         else [f"No config key has the same value in all {len(runs)} runs."]
